@@ -1,0 +1,36 @@
+"""The ``ernievil-ds`` command line: one subcommand per job, each defined beside the code it runs.
+
+Every module named in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+subcommands with ``set_defaults(func=...)``. Heavy imports (torch, spaCy) stay inside the
+functions so that ``ernievil-ds --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ernievil_ds.distributed import setup_logging
+
+_COMMAND_MODULES = (
+    "ernievil_ds.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ernievil-ds", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Caption -> scene graph parsing on spaCy."""

@@ -1,0 +1,1 @@
+"""Pretraining under DeepSpeed: the loop, checkpoints, export and evaluation."""
