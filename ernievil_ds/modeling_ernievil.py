@@ -258,6 +258,11 @@ def box_locations(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tenso
     return torch.cat([corners, area[..., None]], dim=-1)  # (B, R, 5)
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in float32 (or float64 when the model runs in it), never in half precision."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def image_region_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Mean of the kept regions' features: features (B, R, F), keep (B, R) -> (B, F).
 
@@ -632,7 +637,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             selected = labels != -100  # (B, T)
             masked_token_logits = self.token_head(outputs.text_hidden_states[selected])  # (N, V)
             token_losses = F.cross_entropy(
-                masked_token_logits.float(), labels[selected], reduction="none"
+                at_least_float32(masked_token_logits), labels[selected], reduction="none"
             )  # (N,)
             tasks = task_ids[selected] if task_ids is not None else torch.zeros_like(labels[selected])  # (N,)
             for task_id, name in TOKEN_TASKS.items():
@@ -650,7 +655,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
 
         itm_logits = self.itm_head(outputs.pooled_output)  # (B, 2)
         if itm_labels is not None:
-            losses["itm"] = F.cross_entropy(itm_logits.float(), itm_labels)
+            losses["itm"] = F.cross_entropy(at_least_float32(itm_logits), itm_labels)
 
         weights = self.config.task_loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
@@ -681,14 +686,14 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                     "masked_regions were given but region_class_targets is missing; this model predicts the "
                     "detector class distribution (config.masked_region_target='class_distribution')"
                 )
-            target = region_class_targets[masked_regions].float()  # (N, classes)
-            return F.kl_div(F.log_softmax(logits.float(), dim=-1), target, reduction="batchmean")
+            target = at_least_float32(region_class_targets[masked_regions])  # (N, classes)
+            return F.kl_div(F.log_softmax(at_least_float32(logits), dim=-1), target, reduction="batchmean")
         if region_feature_targets is None:
             raise ValueError(
                 "masked_regions were given but region_feature_targets is missing; this model regresses region "
                 "features (config.masked_region_target='features')"
             )
-        return F.mse_loss(logits.float(), region_feature_targets[masked_regions].float())
+        return F.mse_loss(at_least_float32(logits), at_least_float32(region_feature_targets[masked_regions]))
 
 
 def count_parameters_by_component(model: ErnieVilForPreTraining) -> dict[str, int]:

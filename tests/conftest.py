@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny ERNIE-ViL and a random batch in the collator's format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ernievil_ds import ErnieVilConfig
+
+
+@pytest.fixture
+def tiny_config() -> ErnieVilConfig:
+    return ErnieVilConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def make_batch(
+    config: ErnieVilConfig, batch: int = 3, text_len: int = 9, num_regions: int = 6, seed: int = 0
+):
+    """A pretraining batch with padding on both streams and every task present.
+
+    Example 1 has 3 padded text positions and example 2 has 2 padded regions.
+    """
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1000, 2000, (batch, text_len), generator=g)
+    attention_mask = torch.ones(batch, text_len, dtype=torch.long)
+    attention_mask[1, -3:] = 0
+    region_mask = torch.ones(batch, num_regions, dtype=torch.long)
+    region_mask[2, -2:] = 0
+    width, height = 640.0, 480.0
+    xy = torch.rand(batch, num_regions, 2, generator=g) * torch.tensor([width, height]) * 0.5
+    wh = torch.rand(batch, num_regions, 2, generator=g) * torch.tensor([width, height]) * 0.5
+    labels = torch.full((batch, text_len), -100)
+    task_ids = torch.full((batch, text_len), -100)
+    for b, (pos, task) in enumerate([(1, 0), (2, 1), (3, 2)][:batch]):
+        labels[b, pos], task_ids[b, pos] = input_ids[b, pos], task
+        labels[b, 4], task_ids[b, 4] = input_ids[b, 4], 3
+    masked_regions = torch.zeros(batch, num_regions, dtype=torch.bool)
+    masked_regions[:, 1] = True
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "region_features": torch.randn(batch, num_regions, config.v_feature_size, generator=g),
+        "region_boxes": torch.cat([xy, xy + wh], dim=-1),
+        "image_sizes": torch.tensor([[width, height]] * batch),
+        "region_mask": region_mask,
+        "masked_regions": masked_regions,
+        "region_class_targets": torch.softmax(
+            torch.randn(batch, num_regions, config.num_region_classes, generator=g), -1
+        ),
+        "labels": labels,
+        "task_ids": task_ids,
+        "itm_labels": torch.tensor([1, 0, 1][:batch]),
+    }
+
+
+@pytest.fixture
+def batch_factory():
+    return make_batch

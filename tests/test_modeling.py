@@ -1,0 +1,241 @@
+"""ErnieVilModel / ErnieVilForPreTraining behaviour on the tiny preset."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining, ErnieVilModel
+from ernievil_ds.modeling_ernievil import box_locations, count_parameters_by_component
+
+MODEL_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "region_features",
+    "region_boxes",
+    "image_sizes",
+    "region_mask",
+    "masked_regions",
+)
+
+
+def encoder_inputs(batch):
+    return {k: batch[k] for k in MODEL_KEYS}
+
+
+def test_every_output_field_has_its_documented_shape(tiny_config, batch_factory):
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(tiny_config)
+    batch = batch_factory(tiny_config)
+    out = model(**batch)
+    num_masked_tokens = int((batch["labels"] != -100).sum())
+    num_masked_regions = int(batch["masked_regions"].sum())
+    assert out.masked_token_logits.shape == (num_masked_tokens, tiny_config.vocab_size)
+    assert out.masked_region_logits.shape == (num_masked_regions, tiny_config.num_region_classes)
+    assert out.itm_logits.shape == (3, 2)
+    for name in (
+        "loss",
+        "mlm_loss",
+        "sgp_object_loss",
+        "sgp_attribute_loss",
+        "sgp_relation_loss",
+        "mrc_loss",
+    ):
+        assert out[name].shape == () and torch.isfinite(out[name]), name
+    enc = model.ernievil(**encoder_inputs(batch), output_hidden_states=True)
+    assert enc.text_hidden_states.shape == (3, 9, tiny_config.hidden_size)
+    assert enc.image_hidden_states.shape == (3, 6 + 1, tiny_config.v_hidden_size)
+    for name in ("pooled_text", "pooled_image", "pooled_output"):
+        assert enc[name].shape == (3, tiny_config.co_hidden_size)
+    # embeddings + 3 text layers + 2 co-layers
+    assert len(enc.all_text_hidden_states) == 1 + tiny_config.num_hidden_layers + tiny_config.num_co_layers
+
+
+def test_layers_run_in_the_interleaved_order(tiny_config, batch_factory):
+    """tiny: text_co_layer_ids [1, 2], image_co_layer_ids [0, 1] -> T0, C0, T1, V0, C1, T2, V1."""
+    model = ErnieVilModel(tiny_config)
+    order = []
+    for prefix, layers in (("T", model.text_layers), ("V", model.image_layers), ("C", model.co_layers)):
+        for i, layer in enumerate(layers):
+            layer.register_forward_hook(lambda *_, name=f"{prefix}{i}": order.append(name))
+    model(**encoder_inputs(batch_factory(tiny_config)))
+    assert order == ["T0", "C0", "T1", "V0", "C1", "T2", "V1"]
+
+
+def test_base_interleaving_matches_the_paper_order():
+    config = ErnieVilConfig()
+    schedule, text_start, image_start = [], 0, 0
+    for i, (t, v) in enumerate(zip(config.text_co_layer_ids, config.image_co_layer_ids)):
+        schedule += (
+            [f"T{j}" for j in range(text_start, t)] + [f"V{j}" for j in range(image_start, v)] + [f"C{i}"]
+        )
+        text_start, image_start = t, v
+    schedule += [f"T{j}" for j in range(text_start, 12)] + [f"V{j}" for j in range(image_start, 6)]
+    expected = ["T0", "T1", "T2", "T3", "T4", "T5", "C0"]
+    for i in range(1, 6):
+        expected += [f"T{5 + i}", f"V{i - 1}", f"C{i}"]
+    assert schedule == [*expected, "T11", "V5"]
+
+
+def test_padding_has_no_effect_on_real_positions(tiny_config, batch_factory):
+    torch.manual_seed(0)
+    model = ErnieVilModel(tiny_config).eval()
+    batch = encoder_inputs(batch_factory(tiny_config))
+    padded = dict(batch)
+    extra_tokens, extra_regions = 4, 3
+    padded["input_ids"] = F.pad(batch["input_ids"], (0, extra_tokens), value=7)
+    padded["attention_mask"] = F.pad(batch["attention_mask"], (0, extra_tokens))
+    padded["token_type_ids"] = F.pad(batch["token_type_ids"], (0, extra_tokens))
+    padded["region_features"] = torch.cat(
+        [batch["region_features"], torch.randn(3, extra_regions, 2048) * 5], 1
+    )
+    padded["region_boxes"] = torch.cat([batch["region_boxes"], torch.full((3, extra_regions, 4), 1e4)], 1)
+    padded["region_mask"] = F.pad(batch["region_mask"], (0, extra_regions))
+    padded["masked_regions"] = F.pad(batch["masked_regions"], (0, extra_regions), value=True)
+    with torch.no_grad():
+        ref, out = model(**batch), model(**padded)
+    text_real = batch["attention_mask"].bool()
+    image_real = torch.cat([torch.ones(3, 1, dtype=torch.bool), batch["region_mask"].bool()], 1)
+    torch.testing.assert_close(out.text_hidden_states[:, :9][text_real], ref.text_hidden_states[text_real])
+    torch.testing.assert_close(
+        out.image_hidden_states[:, :7][image_real], ref.image_hidden_states[image_real]
+    )
+    torch.testing.assert_close(out.pooled_output, ref.pooled_output)
+
+
+def test_img_region_is_the_mean_of_the_unmasked_real_regions(tiny_config, batch_factory):
+    model = ErnieVilModel(tiny_config).eval()
+    batch = encoder_inputs(batch_factory(tiny_config))
+    captured = {}
+    model.image_embeddings.register_forward_hook(lambda m, args, out: captured.update(features=args[0]))
+    model(**batch)
+    keep = batch["region_mask"].bool() & ~batch["masked_regions"]
+    for b in range(3):
+        expected = batch["region_features"][b][keep[b]].double().mean(0)
+        torch.testing.assert_close(captured["features"][b, 0].double(), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_box_locations_are_normalised_corners_and_area():
+    boxes = torch.tensor([[[64.0, 48.0, 320.0, 240.0]]])
+    locations = box_locations(boxes, torch.tensor([[640.0, 480.0]]))
+    torch.testing.assert_close(locations, torch.tensor([[[0.1, 0.1, 0.5, 0.5, 0.16]]]))
+
+
+def test_every_parameter_receives_a_gradient_from_the_pretraining_loss(tiny_config, batch_factory):
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(tiny_config)
+    model(**batch_factory(tiny_config)).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_losses_match_an_independent_float64_computation(tiny_config, batch_factory):
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(tiny_config).double().eval()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch_factory(tiny_config).items()}
+    out = model(**batch)
+    enc = model.ernievil(**encoder_inputs(batch))
+    logits = model.token_head(enc.text_hidden_states)  # (B, T, V)
+    for task_id, name in enumerate(
+        ("mlm_loss", "sgp_object_loss", "sgp_attribute_loss", "sgp_relation_loss")
+    ):
+        where = batch["task_ids"] == task_id
+        expected = F.cross_entropy(logits[where], batch["labels"][where])
+        torch.testing.assert_close(out[name], expected)
+    region_logits = model.region_head(enc.image_hidden_states[:, 1:])[batch["masked_regions"]]
+    target = batch["region_class_targets"][batch["masked_regions"]]
+    expected_kl = (target * (target.log() - region_logits.log_softmax(-1))).sum(-1).mean()
+    torch.testing.assert_close(out.mrc_loss, expected_kl)
+    expected_itm = F.cross_entropy(model.itm_head(enc.pooled_output), batch["itm_labels"])
+    torch.testing.assert_close(out.itm_loss, expected_itm)
+    parts = ("mlm_loss", "sgp_object_loss", "sgp_attribute_loss", "sgp_relation_loss", "mrc_loss", "itm_loss")
+    torch.testing.assert_close(out.loss, sum(out[p] for p in parts))
+
+
+def test_task_loss_weights_and_feature_regression(batch_factory):
+    config = ErnieVilConfig.from_preset(
+        "tiny", masked_region_target="features", task_loss_weights={"itm": 0.0, "mrc": 2.0}
+    )
+    model = ErnieVilForPreTraining(config).eval()
+    batch = batch_factory(config)
+    batch.pop("region_class_targets")
+    with pytest.raises(ValueError, match="region_feature_targets is missing"):
+        model(**batch)
+    batch["region_feature_targets"] = batch["region_features"].clone()
+    out = model(**batch)
+    assert out.masked_region_logits.shape == (3, config.v_feature_size)
+    expected = (
+        out.mlm_loss + out.sgp_object_loss + out.sgp_attribute_loss + out.sgp_relation_loss + 2 * out.mrc_loss
+    )
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_eager_and_sdpa_agree(tiny_config, batch_factory):
+    torch.manual_seed(0)
+    eager = ErnieVilForPreTraining(copy.deepcopy(tiny_config)).eval()
+    sdpa = ErnieVilForPreTraining(copy.deepcopy(tiny_config)).eval()
+    sdpa.load_state_dict(eager.state_dict())
+    eager.set_attn_implementation("eager")
+    sdpa.set_attn_implementation("sdpa")
+    assert (eager.config._attn_implementation, sdpa.config._attn_implementation) == ("eager", "sdpa")
+    batch = batch_factory(tiny_config)
+    with torch.no_grad():
+        a, b = eager.ernievil(**encoder_inputs(batch)), sdpa.ernievil(**encoder_inputs(batch))
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(a.text_hidden_states[real], b.text_hidden_states[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.image_hidden_states, b.image_hidden_states, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.pooled_output, b.pooled_output, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_token_head_is_tied_to_the_word_embeddings(tiny_config):
+    model = ErnieVilForPreTraining(tiny_config)
+    assert model.token_head.decoder.weight is model.ernievil.text_embeddings.word_embeddings.weight
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda b: b.update(region_features=b["region_features"][..., :1024]),
+            r"\(batch_size, num_regions, 2048\)",
+        ),
+        (lambda b: b.update(input_ids=b["input_ids"][:2]), r"input_ids has shape \(2, 9\).*batch sizes"),
+        (lambda b: b.update(image_sizes=b["image_sizes"][:2]), r"image_sizes has shape \(2, 2\)"),
+        (
+            lambda b: b["region_boxes"].__setitem__((1, 2, 2), 900.0),
+            r"region_boxes\[1, 2\].*\[640.0, 480.0\]",
+        ),
+        (lambda b: b["region_boxes"].__setitem__((0, 0, 0), -50.0), r"region_boxes\[0, 0\] = \[-50.0"),
+        (lambda b: b.pop("image_sizes"), "Pass either region_locations"),
+        (
+            lambda b: b.update(input_ids=torch.ones(3, 100, dtype=torch.long)),
+            "at most max_position_embeddings=64",
+        ),
+    ],
+)
+def test_bad_inputs_raise_errors_that_name_the_problem(tiny_config, batch_factory, change, message):
+    model = ErnieVilModel(tiny_config)
+    batch = encoder_inputs(batch_factory(tiny_config))
+    change(batch)
+    if batch["input_ids"].shape[1] == 100:
+        batch["attention_mask"] = batch["token_type_ids"] = None
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_boxes_of_padded_regions_are_not_checked(tiny_config, batch_factory):
+    model = ErnieVilModel(tiny_config)
+    batch = encoder_inputs(batch_factory(tiny_config))
+    batch["region_boxes"][2, -1] = torch.tensor([-1e4, -1e4, 1e4, 1e4])  # region_mask[2, -1] == 0
+    model(**batch)
+
+
+def test_parameter_counts_add_up(tiny_config):
+    model = ErnieVilForPreTraining(tiny_config)
+    counts = count_parameters_by_component(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
