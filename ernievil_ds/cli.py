@@ -13,7 +13,7 @@ import sys
 
 from ernievil_ds.distributed import setup_logging
 
-_COMMAND_MODULES = ("ernievil_ds.commands",)
+_COMMAND_MODULES = ("ernievil_ds.commands", "ernievil_ds.scene_graph.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:
