@@ -1,0 +1,156 @@
+"""Pairs joined with their images: a map-style torch ``Dataset`` over the memory-mapped tables.
+
+Every list column is read as numpy views into the memory-mapped Arrow buffers, found through offsets read
+once when the dataset opens: no Arrow list becomes a Python list, and no row is copied until collation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ernievil_ds.data.schema import FEATURE_DIM, IMAGES_DIR, NUM_DETECTOR_CLASSES, PAIRS_DIR
+from ernievil_ds.data.storage import load_table
+from ernievil_ds.distributed import get_logger
+
+logger = get_logger(__name__)
+
+
+def _list_storage(chunk: pa.Array) -> pa.ListArray:
+    return chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+
+
+def _leaf_numpy(array: pa.Array) -> np.ndarray:
+    """The unsliced leaf values under ``array``'s list levels, zero-copy over the memory-mapped buffer."""
+    while not pa.types.is_primitive(array.type):
+        array = array.values
+    return array.to_numpy(zero_copy_only=True)
+
+
+class _ListColumn:
+    """Row access to a list column (``list<x>``, ``list<list<x>>`` or ``list<fixed_size_list<x>>``) by numpy views.
+
+    Arrow ``take`` on a chunked nested column concatenates the whole column first; here each row is a
+    slice of its chunk's leaf buffer, found through offsets read once.
+    """
+
+    def __init__(self, column: pa.ChunkedArray, width: int = 1, nested: bool = False) -> None:
+        self.width, self.nested = width, nested
+        self.leaves, self.inner_offsets, starts, ends, chunk_ids = [], [], [], [], []
+        for k, chunk in enumerate(column.chunks):
+            storage = _list_storage(chunk)
+            offsets = storage.offsets.to_numpy()
+            if nested and not pa.types.is_fixed_size_list(storage.type.value_type):
+                self.inner_offsets.append(storage.values.offsets.to_numpy())
+            else:
+                self.inner_offsets.append(None)
+            leaf = _leaf_numpy(storage)
+            self.leaves.append(leaf.reshape(-1, width) if width > 1 else leaf)  # (rows_in_chunk, width)
+            starts.append(offsets[:-1])
+            ends.append(offsets[1:])
+            chunk_ids.append(np.full(len(chunk), k, dtype=np.int32))
+        self.starts, self.ends = np.concatenate(starts), np.concatenate(ends)
+        self.chunk_ids = np.concatenate(chunk_ids)
+
+    def __getitem__(self, row: int) -> np.ndarray | list[np.ndarray]:
+        k, a, b = self.chunk_ids[row], self.starts[row], self.ends[row]
+        inner = self.inner_offsets[k]
+        if inner is None:
+            return self.leaves[k][a:b]
+        return [self.leaves[k][s:e] for s, e in zip(inner[a:b], inner[a + 1 : b + 1])]
+
+
+class _ScalarColumn:
+    """Row access to a column of scalars (strings, ints) or lists of strings as Python objects."""
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        self.chunks = column.chunks
+        lengths = [len(c) for c in self.chunks]
+        self.chunk_ids = np.repeat(np.arange(len(lengths)), lengths)
+        self.local = np.arange(sum(lengths)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
+
+    def __getitem__(self, row: int):
+        return self.chunks[self.chunk_ids[row]][self.local[row]].as_py()
+
+
+class PretrainingDataset(torch.utils.data.Dataset):
+    """Image-text pairs, each joined with its image's regions by ``image_id``.
+
+    An example is a dict with ``pair_id``, ``image_id``, ``caption``, ``input_ids`` (num_tokens,) int32
+    ([CLS] ... [SEP]), the scene-graph nodes as ``node_types`` (num_nodes,) int8 (1 object, 2 attribute,
+    3 relation), ``node_names`` list[str], ``node_spans`` (num_nodes, 2) character offsets (a node's text is
+    ``caption[start:end]``) and ``node_wordpieces`` (one int32 array of token positions per node), and the
+    image as ``features`` (num_boxes, 2048) float16, ``boxes`` (num_boxes, 4) float32 pixel x1, y1, x2, y2,
+    ``cls_prob`` (num_boxes, 1601) float16 or ``None``, ``width`` and ``height``.
+    """
+
+    def __init__(self, pairs, images) -> None:
+        pair_table, image_table = pairs.data.table, images.data.table
+        self.has_class_distribution = "cls_prob" in image_table.column_names
+        self._pair_columns = {
+            "pair_id": _ScalarColumn(pair_table.column("pair_id")),
+            "image_id": _ScalarColumn(pair_table.column("image_id")),
+            "caption": _ScalarColumn(pair_table.column("caption")),
+            "input_ids": _ListColumn(pair_table.column("input_ids")),
+            "node_types": _ListColumn(pair_table.column("node_types")),
+            "node_names": _ScalarColumn(pair_table.column("node_names")),
+            "node_spans": _ListColumn(pair_table.column("node_spans"), width=2),
+            "node_wordpieces": _ListColumn(pair_table.column("node_wordpieces"), nested=True),
+        }
+        self._image_columns = {
+            "features": _ListColumn(image_table.column("features"), width=FEATURE_DIM),
+            "boxes": _ListColumn(image_table.column("boxes"), width=4),
+            "cls_prob": _ListColumn(image_table.column("cls_prob"), width=NUM_DETECTOR_CLASSES)
+            if self.has_class_distribution
+            else None,
+        }
+        self._sizes = np.stack(
+            [image_table.column("width").to_numpy(), image_table.column("height").to_numpy()], axis=1
+        )  # (num_images, 2)
+        image_row = {image_id: row for row, image_id in enumerate(image_table.column("image_id").to_pylist())}
+        rows = np.array(
+            [image_row.get(i, -1) for i in pair_table.column("image_id").to_pylist()], dtype=np.int64
+        )
+        self._pair_rows = np.flatnonzero(rows >= 0)
+        self._image_rows = rows[self._pair_rows]
+        if len(self._pair_rows) < len(rows):
+            logger.warning(
+                "%d of %d pairs have no image in the images table and are left out",
+                len(rows) - len(self._pair_rows),
+                len(rows),
+            )
+
+    def __len__(self) -> int:
+        return len(self._pair_rows)
+
+    def __getitem__(self, index: int) -> dict:
+        pair_row, image_row = self._pair_rows[index], self._image_rows[index]
+        example = {name: column[pair_row] for name, column in self._pair_columns.items()}
+        for name, column in self._image_columns.items():
+            example[name] = column[image_row] if column is not None else None
+        example["width"], example["height"] = (int(v) for v in self._sizes[image_row])
+        return example
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        return [self[i] for i in indices]
+
+
+def load_pretraining_split(data_dir: str | Path, split: str = "train") -> PretrainingDataset:
+    """Load one split of a prepared data directory (pairs joined with the images table).
+
+    Raises:
+        FileNotFoundError: when ``data_dir`` or its split is missing, naming the splits it has.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory {data_dir} does not exist")
+    pairs_dir = data_dir / PAIRS_DIR / split
+    if not pairs_dir.is_dir():
+        available = sorted(p.name for p in (data_dir / PAIRS_DIR).glob("*") if p.is_dir())
+        raise FileNotFoundError(
+            f"{data_dir} has no split {split!r} (no {pairs_dir}); splits found: {available}"
+        )
+    return PretrainingDataset(load_table(pairs_dir), load_table(data_dir / IMAGES_DIR))

@@ -1,0 +1,70 @@
+"""The on-disk format: a pairs table and an images table (Hugging Face ``datasets``, Arrow, memory-mapped).
+
+A prepared data directory holds::
+
+    DATA/images/shard-00000/ ...        one row per image: boxes and region features, stored once
+    DATA/pairs/<split>/shard-00000/ ... one row per caption: scene graph and WordPieces
+    DATA/pairs/<split>/manifest.json    written last: the split is complete
+
+The two tables are joined by ``image_id`` when batches are built, so COCO's five captions per image share
+one copy of its features. Node types use the same integers as the collator's task ids.
+"""
+
+from __future__ import annotations
+
+from datasets import Array2D, Features, List, Value
+
+IMAGES_DIR = "images"
+PAIRS_DIR = "pairs"
+MANIFEST = "manifest.json"
+
+FEATURE_DIM = 2048
+NUM_DETECTOR_CLASSES = 1601
+
+#: Scene-graph node types, numbered as the collator's task ids (0 is plain masked language modelling).
+NODE_TYPES = {"object": 1, "attribute": 2, "relation": 3}
+
+_SPAN = List(Value("int32"), length=2)
+
+SCENE_GRAPH_FEATURES = {
+    "objects": List({"name": Value("string"), "span": _SPAN}),
+    "attributes": List({"object": Value("int32"), "name": Value("string"), "span": _SPAN}),
+    "relations": List(
+        {"subject": Value("int32"), "object": Value("int32"), "name": Value("string"), "span": _SPAN}
+    ),
+}
+
+PAIR_FEATURES = Features(
+    {
+        "pair_id": Value("string"),
+        "image_id": Value("string"),
+        "caption": Value("string"),
+        "scene_graph": SCENE_GRAPH_FEATURES,
+        # [CLS] caption [SEP], untruncated; offsets are character offsets, (0, 0) for the special tokens.
+        "input_ids": List(Value("int32")),
+        "offsets": List(_SPAN),
+        # One entry per graph node: objects, then attributes, then relations, in scene_graph order.
+        "node_types": List(Value("int8")),
+        "node_names": List(Value("string")),
+        "node_spans": List(_SPAN),
+        "node_wordpieces": List(List(Value("int32"))),
+    }
+)
+
+#: Columns a caption importer provides before parsing and tokenisation add the rest.
+RAW_PAIR_COLUMNS = ("pair_id", "image_id", "caption")
+
+
+def image_features(with_class_distribution: bool) -> Features:
+    """The images table's schema; ``cls_prob`` only when the detector's class distribution is available."""
+    columns = {
+        "image_id": Value("string"),
+        "width": Value("int32"),
+        "height": Value("int32"),
+        "num_boxes": Value("int32"),
+        "boxes": Array2D(shape=(None, 4), dtype="float32"),
+        "features": Array2D(shape=(None, FEATURE_DIM), dtype="float16"),
+    }
+    if with_class_distribution:
+        columns["cls_prob"] = Array2D(shape=(None, NUM_DETECTOR_CLASSES), dtype="float16")
+    return Features(columns)
