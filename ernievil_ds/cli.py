@@ -13,7 +13,11 @@ import sys
 
 from ernievil_ds.distributed import setup_logging
 
-_COMMAND_MODULES = ("ernievil_ds.commands", "ernievil_ds.scene_graph.commands")
+_COMMAND_MODULES = (
+    "ernievil_ds.commands",
+    "ernievil_ds.scene_graph.commands",
+    "ernievil_ds.training.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -343,6 +343,19 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["ErnieVilLayer", "ErnieVilCoAttentionLayer"]
 
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Parameter groups for AdamW: weight decay on weight matrices and embeddings, none on biases and
+        LayerNorm parameters (the BERT recipe). Tied parameters appear once."""
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():  # yields a tied parameter once
+            if not parameter.requires_grad:
+                continue
+            (no_decay if name.endswith(".bias") or ".LayerNorm." in name else decay).append(parameter)
+        return [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
 
 class ErnieVilModel(ErnieVilPreTrainedModel):
     """The two-stream encoder: text embeddings and layers, image embeddings and layers, co-layers, pooler."""
@@ -723,6 +736,34 @@ def count_parameters_by_component(model: ErnieVilForPreTraining) -> dict[str, in
     return counts
 
 
+def training_flops_per_sample(config: ErnieVilConfig, text_len: int, num_regions: int) -> float:
+    """Estimated FLOPs of one forward + backward pass on one pair (3x the forward's matmul FLOPs).
+
+    Counts every dense projection and the attention score/value products of the encoder at ``text_len``
+    tokens and ``num_regions`` regions (including [IMG]); embeddings, norms and the heads (run on the
+    few masked positions only) are left out.
+    """
+    t, r = text_len, num_regions
+    ct, cv, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
+    ft, fv = config.intermediate_size, config.v_intermediate_size
+    text_layer = t * (4 * ct * ct + 2 * ct * ft) + 2 * t * t * ct
+    image_layer = r * (4 * cv * cv + 2 * cv * fv) + 2 * r * r * cv
+    co_layer = (
+        t
+        * (
+            2 * ct * co + 2 * ct * co + 2 * ct * ft
+        )  # text: query + output, keys/values for the image side, FFN
+        + r * (2 * cv * co + 2 * cv * co + 2 * cv * fv)  # the same for the image stream
+        + 2 * 2 * t * r * co  # scores and weighted values, both directions
+    )
+    macs = (
+        config.num_hidden_layers * text_layer
+        + config.v_num_hidden_layers * image_layer
+        + config.num_co_layers * co_layer
+    )
+    return 3 * 2 * float(macs)
+
+
 __all__ = [
     "ErnieVilForPreTraining",
     "ErnieVilForPreTrainingOutput",
@@ -730,4 +771,5 @@ __all__ = [
     "ErnieVilModelOutput",
     "ErnieVilPreTrainedModel",
     "count_parameters_by_component",
+    "training_flops_per_sample",
 ]

@@ -1,0 +1,107 @@
+"""The paper's cloze analysis: mask each object, attribute and relation node in turn and score the model's
+recovery of it, with the true image and with a mismatched one; the gap measures how much it uses vision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split, load_tokenizer
+from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
+
+NODE_TYPES = {
+    TASK_IDS["object"]: "object",
+    TASK_IDS["attribute"]: "attribute",
+    TASK_IDS["relation"]: "relation",
+}
+CONDITIONS = ("true_image", "mismatched_image")
+
+
+def _mismatched_partner(dataset, index: int) -> int:
+    """An example, half the data set away, whose image differs from example ``index``'s."""
+    n = len(dataset)
+    image_id = dataset[index]["image_id"]
+    for offset in range(n // 2, n // 2 + n):
+        candidate = (index + offset) % n
+        if dataset[candidate]["image_id"] != image_id:
+            return candidate
+    raise ValueError("The cloze control needs at least two distinct images in the split")
+
+
+@torch.no_grad()
+def run_cloze(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "eval",
+    batch_size: int = 64,
+    max_examples: int | None = None,
+) -> dict:
+    """Top-1/top-5 accuracy per node type with the true and with a mismatched image.
+
+    A node counts as right at top-k only when every one of its WordPieces is (for a relation such as
+    "on top of", all three).
+
+    Returns:
+        ``{"true_image": {type: {"top1", "top5", "count"}}, "mismatched_image": {...},
+        "gap_top1": {type: true - mismatched}}``.
+    """
+    model_dir = Path(model_dir)
+    model = ErnieVilForPreTraining.from_pretrained(model_dir).eval()
+    tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else None)
+    dataset = load_pretraining_split(data_dir, split)
+    count = len(dataset) if max_examples is None else min(max_examples, len(dataset))
+    tasks = [(i, k) for i in range(count) for k in range(len(dataset[i]["node_types"]))]
+    hits = {c: {t: [0, 0, 0] for t in NODE_TYPES.values()} for c in CONDITIONS}  # top1, top5, count
+    for start in tqdm(range(0, len(tasks), batch_size), desc="cloze", leave=False):
+        chunk = tasks[start : start + batch_size]
+        examples = [dataset[i] for i, _ in chunk]
+        nodes = [k for _, k in chunk]
+        for condition in CONDITIONS:
+            images = (
+                None
+                if condition == "true_image"
+                else [dataset[_mismatched_partner(dataset, i)] for i, _ in chunk]
+            )
+            batch, targets = collate_cloze(examples, nodes, tokenizer, image_examples=images)
+            logits = model(**batch).masked_token_logits  # (N, V), rows in (example, position) order
+            labels = batch["labels"][batch["labels"] != -100]  # (N,)
+            top5 = logits.topk(5, dim=-1).indices  # (N, 5)
+            right1 = top5[:, 0] == labels
+            right5 = (top5 == labels[:, None]).any(-1)
+            row = 0
+            for target in targets:
+                n = len(target["positions"])
+                tally = hits[condition][NODE_TYPES[target["node_type"]]]
+                tally[0] += int(right1[row : row + n].all())
+                tally[1] += int(right5[row : row + n].all())
+                tally[2] += 1
+                row += n
+    results = {
+        c: {
+            t: {"top1": a / n if n else 0.0, "top5": b / n if n else 0.0, "count": n}
+            for t, (a, b, n) in v.items()
+        }
+        for c, v in hits.items()
+    }
+    results["gap_top1"] = {
+        t: results["true_image"][t]["top1"] - results["mismatched_image"][t]["top1"]
+        for t in NODE_TYPES.values()
+    }
+    return results
+
+
+def format_cloze_table(results: dict) -> str:
+    """A plain-text table: one row per node type, top-1/top-5 with each image, and the top-1 gap."""
+    lines = [
+        "Cloze accuracy (each scene-graph node masked in turn)",
+        f"{'node':<10} {'count':>6}  {'true top1':>9} {'true top5':>9}  {'mism top1':>9} {'mism top5':>9}  {'gap top1':>8}",
+    ]
+    for node in NODE_TYPES.values():
+        true, mism = results["true_image"][node], results["mismatched_image"][node]
+        lines.append(
+            f"{node:<10} {true['count']:>6}  {true['top1']:>9.3f} {true['top5']:>9.3f}  "
+            f"{mism['top1']:>9.3f} {mism['top5']:>9.3f}  {results['gap_top1'][node]:>+8.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Subcommands for trained runs: ``export``, ``eval-cloze`` and ``plot``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    export = subparsers.add_parser("export", help="consolidate a ZeRO checkpoint into a Hugging Face model")
+    export.add_argument(
+        "--checkpoint", type=Path, required=True, help="a run dir, its checkpoints/ or a step_*"
+    )
+    export.add_argument("--output", type=Path, help="default: hf_model/ beside checkpoints/")
+    export.set_defaults(func=run_export)
+
+    cloze = subparsers.add_parser("eval-cloze", help="mask each scene-graph node in turn; accuracy per type")
+    cloze.add_argument("--model", type=Path, required=True, help="an exported model directory")
+    cloze.add_argument(
+        "--data", type=Path, help="a prepared data directory (default: the built-in SynthScenes)"
+    )
+    cloze.add_argument("--split", default="eval")
+    cloze.add_argument("--max-examples", type=int)
+    cloze.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    cloze.set_defaults(func=run_eval_cloze)
+
+    plot = subparsers.add_parser("plot", help="draw a run's loss curves, loss scale and throughput to a PNG")
+    plot.add_argument("run_dir", type=Path)
+    plot.add_argument("--output", type=Path)
+    plot.set_defaults(func=run_plot)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ernievil_ds.training.export import export_checkpoint, resolve_checkpoint
+
+    tag_dir = resolve_checkpoint(args.checkpoint)
+    output = args.output or tag_dir.parent.parent / "hf_model"
+    print(export_checkpoint(tag_dir, output))
+    return 0
+
+
+def run_eval_cloze(args: argparse.Namespace) -> int:
+    from ernievil_ds.training.cloze import format_cloze_table, run_cloze
+    from ernievil_ds.training.pretrain import (
+        DEFAULT_SYNTH_EVAL_IMAGES,
+        DEFAULT_SYNTH_TRAIN_IMAGES,
+        default_synth_dir,
+    )
+
+    data = args.data or default_synth_dir(0, DEFAULT_SYNTH_TRAIN_IMAGES, DEFAULT_SYNTH_EVAL_IMAGES)
+    if not data.is_dir():
+        raise FileNotFoundError(f"No data at {data}: pass --data DIR (a prepared data directory)")
+    results = run_cloze(args.model, data, split=args.split, max_examples=args.max_examples)
+    print(json.dumps(results, indent=2) if args.json else format_cloze_table(results))
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from ernievil_ds.training.plot import plot_metrics
+
+    print(plot_metrics(args.run_dir, args.output))
+    return 0

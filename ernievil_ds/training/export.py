@@ -1,0 +1,56 @@
+"""Consolidate a ZeRO checkpoint to fp32 with DeepSpeed's own utility and write a Hugging Face model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.distributed import get_logger
+from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
+from ernievil_ds.training.checkpoint import complete_checkpoints
+
+logger = get_logger(__name__)
+
+
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A tag directory (``.../checkpoints/step_N``) given itself, its ``checkpoints/`` folder or the run's
+    output directory; the newest complete checkpoint is taken when a folder holds several."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"No checkpoint at {checkpoint}")
+    for root in (checkpoint, checkpoint / "checkpoints"):
+        if (root / "config.json").is_file() and any(root.glob("*model_states.pt")):
+            return root
+        found = complete_checkpoints(root)
+        if found:
+            return found[-1][1]
+    raise FileNotFoundError(f"{checkpoint} holds no complete ernievil-ds checkpoint (no step_*/COMPLETE)")
+
+
+def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
+    """Write ``output_dir`` with ``config.json``, ``model.safetensors`` and the tokenizer files.
+
+    The fp32 weights come from ``deepspeed.utils.zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint``,
+    which merges the ZeRO partitions of every rank. (It unpickles the checkpoint files: export only
+    checkpoints you wrote yourself.)
+    """
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import AutoTokenizer
+
+    tag_dir = resolve_checkpoint(checkpoint)
+    state_dict = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    model = ErnieVilForPreTraining(ErnieVilConfig.from_pretrained(tag_dir))
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    tied = set(model._tied_weights_keys)
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(
+            f"The checkpoint in {tag_dir} does not match its config: missing {sorted(set(missing) - tied)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    model.tie_weights()
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    if (tag_dir / "tokenizer_config.json").is_file():
+        AutoTokenizer.from_pretrained(tag_dir).save_pretrained(output_dir)
+    logger.info("Exported %s to %s", tag_dir, output_dir)
+    return output_dir

@@ -1,0 +1,85 @@
+"""Training metrics: per-task loss averages reduced over ranks, written to ``metrics.jsonl`` and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+#: Loss fields of ErnieVilForPreTrainingOutput, in the order they are reported.
+LOSS_NAMES = (
+    "loss",
+    "mlm_loss",
+    "sgp_object_loss",
+    "sgp_attribute_loss",
+    "sgp_relation_loss",
+    "mrc_loss",
+    "itm_loss",
+)
+
+
+class LossAverager:
+    """Sums each task's loss over micro-batches (a task may be absent from a batch) and averages over
+    micro-batches and ranks on ``compute()``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
+        self.counts = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
+
+    def update(self, outputs) -> None:
+        for i, name in enumerate(LOSS_NAMES):
+            value = outputs.get(name)
+            if value is not None:
+                self.sums[i] += float(value.detach())
+                self.counts[i] += 1
+
+    def compute(self) -> dict[str, float]:
+        """Per-task mean over everything seen since ``reset`` on every rank (collective when distributed)."""
+        totals = torch.stack([self.sums, self.counts])  # (2, tasks)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(totals)
+        return {name: float(s / c) for name, s, c in zip(LOSS_NAMES, *totals) if c > 0}
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors it to TensorBoard.
+
+    Only the main process writes; the others hold a disabled writer.
+    """
+
+    def __init__(self, output_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self._tensorboard = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tensorboard = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        step = record["step"]
+        for name, value in record.items():
+            if name != "step" and isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(name, value, step)
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """All records of a ``metrics.jsonl``; ``FileNotFoundError`` names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No metrics file at {path}")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,345 @@
+"""The pretraining job run by ``launchers/pretrain.py``: arguments, model and data set-up, and the loop.
+
+The launcher owns the DeepSpeed calls that define a DeepSpeed program (``init_distributed``,
+``initialize``); everything else a run needs is here: building the model (preset or config file,
+optional text-stream initialisation from BERT), the data (a prepared directory, or SynthScenes by
+default), the training loop over the engine, metrics, periodic evaluation, fault-tolerant checkpoints
+and the final export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.data import (
+    ResumableDistributedSampler,
+    SGPCollator,
+    build_synth_scenes,
+    load_pretraining_split,
+    load_tokenizer,
+)
+from ernievil_ds.distributed import dist_info, get_logger
+from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
+from ernievil_ds.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
+from ernievil_ds.training.metrics import LossAverager, MetricsWriter
+
+logger = get_logger(__name__)
+
+#: SynthScenes defaults for the demo: enough images that 10 CPU minutes do not repeat much.
+DEFAULT_SYNTH_TRAIN_IMAGES = 6000
+DEFAULT_SYNTH_EVAL_IMAGES = 300
+
+
+def default_synth_dir(seed: int, num_train_images: int, num_eval_images: int) -> Path:
+    """Where the built-in SynthScenes data is cached (``$ERNIEVIL_DS_CACHE`` or ``~/.cache/ernievil_ds``)."""
+    root = Path(os.environ.get("ERNIEVIL_DS_CACHE", Path.home() / ".cache" / "ernievil_ds"))
+    return root / f"synth_scenes-seed{seed}-train{num_train_images}-eval{num_eval_images}"
+
+
+def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The pretraining command line (DeepSpeed's own ``--deepspeed CONFIG`` and ``--local_rank`` included)."""
+    ds = parser.add_argument_group("DeepSpeed")
+    # `--deepspeed PATH`, as in the documented command and in HF Trainer; DeepSpeed's add_config_arguments
+    # declares --deepspeed as a flag, so it cannot take the path.
+    ds.add_argument(
+        "--deepspeed", "--deepspeed_config", dest="deepspeed_config", required=True, metavar="JSON"
+    )
+    ds.add_argument(
+        "--local_rank", "--local-rank", type=int, default=-1, help="set by the deepspeed launcher"
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", default="small", help="tiny, small, base or large (default: small)")
+    model.add_argument("--model-config", type=Path, help="an ErnieVilConfig JSON file (overrides --preset)")
+    model.add_argument(
+        "--init-text-from",
+        default="none",
+        help="initialise the text stream from a BERT checkpoint directory, or 'minilm' for the packaged "
+        "all-MiniLM-L6-v2 (small preset), or 'none' (default)",
+    )
+    model.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa"])
+    model.add_argument("--loss-weights", type=json.loads, help="JSON, e.g. '{\"itm\": 0.5}'")
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data-dir", type=Path, help="a prepared data directory (default: built-in SynthScenes)"
+    )
+    data.add_argument("--synth-train-images", type=int, default=DEFAULT_SYNTH_TRAIN_IMAGES)
+    data.add_argument("--synth-eval-images", type=int, default=DEFAULT_SYNTH_EVAL_IMAGES)
+    data.add_argument(
+        "--tokenizer", help="a Hugging Face tokenizer directory (default: packaged BERT uncased)"
+    )
+    data.add_argument("--no-sgp", action="store_true", help="ablation: random token masking only, no SGP")
+    data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output-dir", type=Path, required=True)
+    run.add_argument("--max-steps", type=int, required=True, help="optimizer steps to train for")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--log-every", type=int, default=10)
+    run.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
+    run.add_argument("--eval-batches", type=int, default=4)
+    run.add_argument(
+        "--save-every", type=int, default=0, help="checkpoint every N steps (0: only at the end)"
+    )
+    run.add_argument("--keep-checkpoints", type=int, default=2)
+    run.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    run.add_argument("--no-export", action="store_true", help="skip the Hugging Face export at the end")
+    run.add_argument("--no-cloze", action="store_true", help="skip the cloze evaluation at the end")
+    return parser
+
+
+def build_model(args: argparse.Namespace) -> ErnieVilForPreTraining:
+    """The model of ``--model-config`` or ``--preset``, optionally with a BERT-initialised text stream."""
+    overrides = {"task_loss_weights": args.loss_weights} if args.loss_weights else {}
+    if args.model_config is not None:
+        if not args.model_config.is_file():
+            raise FileNotFoundError(f"--model-config {args.model_config} does not exist")
+        config = ErnieVilConfig.from_json_file(str(args.model_config))
+        for key, value in overrides.items():
+            setattr(config, key, value)
+    else:
+        config = ErnieVilConfig.from_preset(args.preset, **overrides)
+    config._attn_implementation = args.attn_implementation
+    model = ErnieVilForPreTraining(config)
+    if args.init_text_from != "none":
+        from ernievil_ds.assets import minilm_dir
+        from ernievil_ds.text_init import init_text_stream_from_bert
+
+        init_text_stream_from_bert(
+            model, minilm_dir() if args.init_text_from == "minilm" else args.init_text_from
+        )
+    return model
+
+
+def prepare_data_dir(args: argparse.Namespace, tokenizer) -> Path:
+    """The data directory of this run; SynthScenes is built once, by rank 0, while the others wait."""
+    if args.data_dir is not None:
+        if not args.data_dir.is_dir():
+            raise FileNotFoundError(
+                f"--data-dir {args.data_dir} does not exist; prepare one with launchers/prepare_data.py, "
+                f"or leave --data-dir out to train on the built-in SynthScenes"
+            )
+        return args.data_dir
+    data_dir = default_synth_dir(args.seed, args.synth_train_images, args.synth_eval_images)
+    if dist_info().is_main:
+        build_synth_scenes(
+            data_dir,
+            num_train_images=args.synth_train_images,
+            num_eval_images=args.synth_eval_images,
+            seed=args.seed,
+            tokenizer=tokenizer,
+        )
+    _barrier()
+    return data_dir
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def batch_to_engine(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:
+    """Move a collated batch to the engine's device; floating tensors take the engine's dtype (fp16/bf16
+    engines do not cast inputs themselves)."""
+    return {
+        key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
+        for key, value in batch.items()
+    }
+
+
+def engine_dtype(engine) -> torch.dtype:
+    if engine.fp16_enabled():
+        return torch.float16
+    if engine.bfloat16_enabled():
+        return torch.bfloat16
+    return torch.float32
+
+
+@dataclass
+class PretrainingRun:
+    """Everything a run needs before ``deepspeed.initialize``, and the loop that runs after it."""
+
+    args: argparse.Namespace
+    ds_config: dict
+    model: ErnieVilForPreTraining
+    tokenizer: object
+    data_dir: Path
+    micro_batch_size: int
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace) -> PretrainingRun:
+        """Check the DeepSpeed config against the world size, then build tokenizer, data and model.
+
+        Raises:
+            ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument.
+            FileNotFoundError: a missing config file, data directory or checkpoint.
+        """
+        info = dist_info()
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+        ds_config = fit_schedule_to_steps(load_ds_config(args.deepspeed_config), args.max_steps)
+        _, micro_batch_size, _ = resolve_batch_sizes(ds_config, info.world_size)
+        torch.manual_seed(args.seed)  # the same initial weights on every rank
+        model = build_model(args)
+        tokenizer = load_tokenizer(args.tokenizer)
+        data_dir = prepare_data_dir(args, tokenizer)
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size)
+
+    def train(self, engine) -> dict[str, float]:
+        """The loop: engine(batch) -> engine.backward(loss) -> engine.step(), with metrics, evaluation and
+        checkpoints; then the final checkpoint, export and cloze table. Returns the last logged losses."""
+        args, info = self.args, dist_info()
+        dataset = load_pretraining_split(self.data_dir, "train")
+        sampler = ResumableDistributedSampler(
+            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed
+        )
+        collator = SGPCollator(self.tokenizer, sgp=not args.no_sgp, seed=args.seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.micro_batch_size,
+            sampler=sampler,
+            collate_fn=collator,
+            num_workers=args.num_workers,
+            drop_last=True,
+        )
+        if len(loader) == 0:
+            raise ValueError(
+                f"The training split of {self.data_dir} has {len(dataset)} pairs: too few for one micro-batch "
+                f"of {self.micro_batch_size} on each of {info.world_size} processes"
+            )
+        checkpoint_root = args.output_dir / "checkpoints"
+        state = load_latest_checkpoint(engine, checkpoint_root) if args.resume else None
+        step = engine.global_steps
+        epoch, position = (state["epoch"], state["position"]) if state else (0, 0)
+        if info.is_main:
+            _drop_metrics_after(args.output_dir / "metrics.jsonl", step)
+        writer = MetricsWriter(args.output_dir, enabled=info.is_main)
+        averager = LossAverager()
+        dtype = engine_dtype(engine)
+        config = engine.module.config
+        progress = tqdm(total=args.max_steps, initial=step, desc="pretrain", disable=not info.is_main)
+        interval_start, interval_samples, interval_flops = time.perf_counter(), 0, 0.0
+        last_losses: dict[str, float] = {}
+
+        while step < args.max_steps:
+            sampler.load_state_dict({"epoch": epoch, "position": position})
+            collator.set_epoch(epoch)
+            for batch in loader:
+                outputs = engine(**batch_to_engine(batch, engine.device, dtype))
+                engine.backward(outputs.loss)
+                engine.step()
+                averager.update(outputs)
+                position += self.micro_batch_size
+                num_pairs, text_len = batch["input_ids"].shape
+                interval_samples += num_pairs * info.world_size
+                interval_flops += (
+                    num_pairs
+                    * info.world_size
+                    * training_flops_per_sample(config, text_len, batch["region_mask"].shape[1] + 1)
+                )
+                if engine.global_steps == step:  # inside a gradient-accumulation window
+                    continue
+                step = engine.global_steps
+                progress.update(1)
+                if step % args.log_every == 0 or step == args.max_steps:
+                    elapsed = time.perf_counter() - interval_start
+                    last_losses = averager.compute()
+                    writer.write(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            **last_losses,
+                            "lr": engine.get_lr()[0],
+                            "loss_scale": _loss_scale(engine),
+                            "skipped_steps": engine.skipped_steps,
+                            "samples_per_sec": interval_samples / elapsed,
+                            "model_tflops_per_sec": interval_flops / elapsed / 1e12,
+                        }
+                    )
+                    progress.set_postfix(loss=f"{last_losses.get('loss', math.nan):.3f}")
+                    averager.reset()
+                    interval_start, interval_samples, interval_flops = time.perf_counter(), 0, 0.0
+                if args.eval_every and step % args.eval_every == 0:
+                    writer.write({"step": step, **self.evaluate(engine)})
+                if (args.save_every and step % args.save_every == 0) or step == args.max_steps:
+                    save_checkpoint(
+                        engine,
+                        checkpoint_root,
+                        step,
+                        {"epoch": epoch, "position": position},
+                        tokenizer=self.tokenizer,
+                        keep=args.keep_checkpoints,
+                    )
+                if step >= args.max_steps:
+                    break
+            else:  # the epoch ran out before max_steps
+                epoch, position = epoch + 1, 0
+        progress.close()
+        writer.write({"step": step, **self.evaluate(engine)})
+        writer.close()
+        self._finish(checkpoint_root)
+        return last_losses
+
+    @torch.no_grad()
+    def evaluate(self, engine) -> dict[str, float]:
+        """Per-task losses on the first ``--eval-batches`` batches of the evaluation split, with a fixed
+        masking seed; RNG state and train mode are restored afterwards."""
+        args, info = self.args, dist_info()
+        dataset = load_pretraining_split(self.data_dir, "eval")
+        sampler = ResumableDistributedSampler(
+            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed, shuffle=False
+        )
+        collator = SGPCollator(self.tokenizer, sgp=True, seed=args.seed)
+        loader = DataLoader(dataset, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collator)
+        averager, dtype = LossAverager(), engine_dtype(engine)
+        engine.eval()
+        with torch.random.fork_rng(devices=[]):
+            for i, batch in enumerate(loader):
+                if i == args.eval_batches:
+                    break
+                averager.update(engine(**batch_to_engine(batch, engine.device, dtype)))
+        engine.train()
+        return {f"eval_{name}": value for name, value in averager.compute().items()}
+
+    def _finish(self, checkpoint_root: Path) -> None:
+        """Export the last checkpoint to ``hf_model/`` and print the cloze table (rank 0)."""
+        if self.args.no_export or not dist_info().is_main:
+            _barrier()
+            return
+        from ernievil_ds.training.export import export_checkpoint
+
+        hf_dir = export_checkpoint(checkpoint_root, self.args.output_dir / "hf_model")
+        if not self.args.no_cloze:
+            from ernievil_ds.training.cloze import format_cloze_table, run_cloze
+
+            results = run_cloze(hf_dir, self.data_dir)
+            (self.args.output_dir / "cloze.json").write_text(json.dumps(results, indent=2))
+            print(format_cloze_table(results), flush=True)
+        _barrier()
+
+
+def _loss_scale(engine) -> float:
+    return float(engine.optimizer.loss_scale) if engine.fp16_enabled() else 1.0
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """On resume, forget records logged after the checkpoint so that the resumed run does not repeat them."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
