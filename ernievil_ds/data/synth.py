@@ -33,8 +33,8 @@ logger = get_logger(__name__)
 
 # Every word below is one WordPiece of the BERT uncased vocabulary (tests/data/test_synth.py checks it).
 NOUNS = ("cube", "ball", "cup", "bottle", "chair", "lamp", "book", "vase", "bowl", "clock")
-COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "white", "black")
-SIZES = ("small", "medium", "large")
+COLOURS = ("red", "blue", "green", "yellow", "purple", "brown", "white", "black")
+SIZES = ("tiny", "small", "large")
 MATERIALS = ("metal", "wooden", "plastic", "glass")
 RELATIONS = ("left of", "right of", "above", "below", "on top of", "next to", "under")
 INVERSE_RELATION = {
@@ -46,10 +46,12 @@ INVERSE_RELATION = {
     "under": "on top of",
     "next to": "next to",
 }
+#: How a relation is written when it differs from its name ("left of" alone reads as the verb "leave").
+RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of"}
 #: Detector class of each noun among the 1601 (index 0 is background in bottom-up attention).
 NOUN_CLASSES = tuple(1 + 157 * k for k in range(len(NOUNS)))
 
-_SIZE_SCALE = {"small": 0.12, "medium": 0.17, "large": 0.23}  # box side as a fraction of the image height
+_SIZE_SCALE = {"tiny": 0.12, "small": 0.17, "large": 0.23}  # box side as a fraction of the image height
 _TOUCH_FRACTION = 0.04  # boxes closer than this fraction of min(W, H) touch; placed gaps are 0 or >= 0.10
 _EMBED_DIM = 64
 # Drawing weights that offset how often each relation fits in the image, so placed relations come out
@@ -203,7 +205,7 @@ def _relation_clause(builder: _CaptionBuilder, objects, fact, rng, copula: bool)
     builder.noun_phrase(subject, rng)
     if copula:
         builder.word("is")
-    span = builder.word(name)
+    span = builder.word(RELATION_PHRASES.get(name, name))
     builder.noun_phrase(obj, rng)
     builder.link(subject, obj, name, span)
 
@@ -224,21 +226,21 @@ def sample_caption(
         _relation_clause(builder, objects, first, rng, copula=False)
     elif form == 2:  # "a red cube left of a ball."
         _relation_clause(builder, objects, first, rng, copula=False)
-    elif form == 3:  # two facts on four distinct objects when the scene has them, else one
+    elif form == 3:  # "..., and ...": two facts on four distinct objects when the scene has them, else one
         disjoint = [f for f in oriented if not {f[0], f[1]} & {first[0], first[1]}]
         _relation_clause(builder, objects, first, rng, copula=True)
         if disjoint:
+            builder.text += ","
             builder.word("and")
             _relation_clause(
                 builder, objects, disjoint[int(rng.integers(0, len(disjoint)))], rng, copula=True
             )
-    elif form == 4:  # "the cube is red."
+    elif form == 4:  # "the cube is red." (colour or size)
         obj = objects[first[0]]
         builder.word("the")
         builder.object(obj, builder.word(NOUNS[obj.noun]))
         builder.word("is")
-        kind = rng.choice(3, p=(0.6, 0.2, 0.2))
-        name = (COLOURS[obj.colour], SIZES[obj.size], MATERIALS[obj.material])[kind]
+        name = COLOURS[obj.colour] if rng.random() < 0.7 else SIZES[obj.size]  # "is glass" reads as a noun
         builder.graph["attributes"].append({"object": 0, "name": name, "span": list(builder.word(name))})
     else:  # "there are a red cube and a ball."
         builder.word("there")

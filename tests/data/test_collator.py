@@ -1,0 +1,193 @@
+"""SGPCollator and collate_cloze: keys, masking rates, node alignment, matching, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ernievil_ds.data import TASK_IDS, SGPCollator, collate_cloze, load_pretraining_split
+
+MODEL_KEYS = {
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "region_features",
+    "region_boxes",
+    "image_sizes",
+    "region_mask",
+    "masked_regions",
+    "region_class_targets",
+    "labels",
+    "task_ids",
+    "itm_labels",
+}
+
+
+@pytest.fixture(scope="module")
+def examples(synth_dir):
+    dataset = load_pretraining_split(synth_dir, "train")
+    return dataset.__getitems__(list(range(len(dataset))))
+
+
+def _batches(examples, collator, batch_size=30, epochs=6):
+    for epoch in range(epochs):
+        collator.set_epoch(epoch)
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            yield chunk, collator(chunk)
+
+
+def test_keys_shapes_and_dtypes(examples, tokenizer):
+    batch = SGPCollator(tokenizer, max_text_len=20)(examples[:16])
+    assert set(batch) == MODEL_KEYS
+    batch_size, num_tokens = batch["input_ids"].shape
+    num_regions = max(len(e["boxes"]) for e in examples[:16])
+    assert batch_size == 16 and num_tokens <= 20
+    assert batch["region_features"].shape == (16, num_regions, 2048)
+    assert batch["region_features"].dtype == torch.float32
+    assert batch["region_boxes"].shape == (16, num_regions, 4)
+    assert batch["region_class_targets"].shape == (16, num_regions, 1601)
+    assert batch["image_sizes"].shape == (16, 2)
+    assert batch["masked_regions"].dtype == torch.bool
+    for key in (
+        "input_ids",
+        "attention_mask",
+        "token_type_ids",
+        "labels",
+        "task_ids",
+        "itm_labels",
+        "region_mask",
+    ):
+        assert batch[key].dtype == torch.long, key
+    assert (batch["input_ids"][:, 0] == tokenizer.cls_token_id).all()
+    lengths = batch["attention_mask"].sum(1)
+    assert (batch["input_ids"][torch.arange(16), lengths - 1] == tokenizer.sep_token_id).all()
+
+
+def test_feature_targets_without_class_distribution(examples, tokenizer):
+    plain = [dict(e, cls_prob=None) for e in examples[:8]]
+    batch = SGPCollator(tokenizer, region_mask_prob=1.0, region_zero_prob=1.0)(plain)
+    assert "region_class_targets" not in batch and set(batch) == MODEL_KEYS - {"region_class_targets"} | {
+        "region_feature_targets"
+    }
+    assert (batch["region_features"] == 0).all()
+    assert batch["region_feature_targets"].abs().sum() > 0
+
+
+def test_masking_rates(examples, tokenizer):
+    collator = SGPCollator(tokenizer, seed=3, itm_negative_prob=0.0)
+    nodes = chosen_nodes = tokens = chosen_tokens = 0
+    node_kept = node_masked = token_kept = token_masked = 0
+    regions = masked = zeroed = 0
+    for chunk, batch in _batches(examples, collator):
+        for i, example in enumerate(chunk):
+            labels, ids = batch["labels"][i].numpy(), batch["input_ids"][i].numpy()
+            in_nodes = np.zeros(len(labels), dtype=bool)
+            for node_type, node_wordpieces in zip(example["node_types"], example["node_wordpieces"]):
+                wordpieces = node_wordpieces.tolist()
+                nodes += 1
+                in_nodes[wordpieces] = True
+                if (batch["task_ids"][i, wordpieces] == int(node_type)).all():
+                    chosen_nodes += 1
+                    node_masked += (ids[wordpieces] == tokenizer.mask_token_id).all()
+                    node_kept += (ids[wordpieces] == labels[wordpieces]).all()
+            length = len(example["input_ids"])
+            free = ~in_nodes[1 : length - 1]  # caption tokens outside every node
+            mlm = batch["task_ids"][i, 1 : length - 1].numpy() == TASK_IDS["mlm"]
+            tokens += free.sum()
+            chosen_tokens += (mlm & free).sum()
+            predicted = np.flatnonzero(mlm) + 1
+            token_masked += (ids[predicted] == tokenizer.mask_token_id).sum()
+            token_kept += (ids[predicted] == labels[predicted]).sum()
+        regions += batch["region_mask"].sum().item()
+        masked += batch["masked_regions"].sum().item()
+        zeroed += (batch["region_features"][batch["masked_regions"]].abs().sum(-1) == 0).sum().item()
+    assert abs(chosen_nodes / nodes - 0.3) < 0.03
+    assert abs(chosen_tokens / tokens - 0.15) < 0.02
+    assert abs(node_masked / chosen_nodes - 0.8) < 0.05 and abs(node_kept / chosen_nodes - 0.1) < 0.04
+    token_predicted = sum(
+        (b["task_ids"] == TASK_IDS["mlm"]).sum().item() for _, b in _batches(examples, collator)
+    )
+    assert abs(token_masked / token_predicted - 0.8) < 0.04 and abs(token_kept / token_predicted - 0.1) < 0.03
+    assert abs(masked / regions - 0.15) < 0.02
+    assert abs(zeroed / masked - 0.9) < 0.04
+
+
+def test_masked_nodes_decode_to_their_text(examples, tokenizer):
+    collator = SGPCollator(tokenizer, seed=1, itm_negative_prob=0.0, token_mask_prob=0.0, node_mask_prob=1.0)
+    checked = 0
+    for chunk, batch in _batches(examples, collator, epochs=1):
+        for i, example in enumerate(chunk):
+            for k, node_wordpieces in enumerate(example["node_wordpieces"]):
+                wordpieces = node_wordpieces.tolist()
+                assert (batch["task_ids"][i, wordpieces] == int(example["node_types"][k])).all()
+                text = example["caption"][slice(*example["node_spans"][k])]
+                assert tokenizer.decode(batch["labels"][i, wordpieces]) == text.lower()
+                checked += 1
+    assert checked > 300
+
+
+def test_mismatched_pairs_have_no_token_or_region_targets(examples, tokenizer):
+    collator = SGPCollator(tokenizer, seed=2)
+    total = 0
+    for chunk, batch in _batches(examples, collator, epochs=2):
+        negatives = batch["itm_labels"] == 0
+        total += len(chunk)
+        assert (batch["labels"][negatives] == -100).all() and (batch["task_ids"][negatives] == -100).all()
+        assert not batch["masked_regions"][negatives].any()
+        # A swapped-in image is another example's image: its boxes differ from the caption's own.
+        for i in torch.nonzero(negatives).flatten().tolist():
+            own = torch.tensor(np.array(chunk[i]["boxes"]))
+            assert not torch.equal(batch["region_boxes"][i, : len(own)], own)
+        # Inputs are masked alike on both kinds of pairs, so the masks do not reveal the label.
+        masks = batch["input_ids"] == tokenizer.mask_token_id
+        assert masks[negatives].any()
+    assert total == 2 * len(examples)
+
+
+def test_no_sgp_predicts_plain_tokens_only(examples, tokenizer):
+    batch = SGPCollator(tokenizer, sgp=False, itm_negative_prob=0.0)(examples[:64])
+    predicted = batch["task_ids"][batch["task_ids"] != -100]
+    assert len(predicted) > 0 and (predicted == TASK_IDS["mlm"]).all()
+
+
+def test_deterministic_per_seed_epoch_and_examples(examples, tokenizer):
+    chunk = examples[:24]
+    first, second = SGPCollator(tokenizer, seed=5), SGPCollator(tokenizer, seed=5)
+    a, b = first(chunk), second(chunk)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    second.set_epoch(1)
+    assert not torch.equal(a["input_ids"], second(chunk)["input_ids"])
+    assert not torch.equal(a["input_ids"], SGPCollator(tokenizer, seed=6)(chunk)["input_ids"])
+
+
+def test_same_batches_whatever_the_worker_count(synth_dir, tokenizer):
+    dataset = load_pretraining_split(synth_dir, "eval")
+    collator = SGPCollator(tokenizer, seed=4)
+    loaders = [
+        torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=collator, num_workers=workers)
+        for workers in (0, 2)
+    ]
+    for a, b in zip(*loaders):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cloze_masks_exactly_one_node(examples, tokenizer):
+    chosen = [(e, len(e["node_types"]) - 1) for e in examples[:40] if len(e["node_types"])]
+    chunk, node_indices = [e for e, _ in chosen], [k for _, k in chosen]
+    others = chunk[1:] + chunk[:1]
+    batch, targets = collate_cloze(chunk, node_indices, tokenizer, image_examples=others)
+    assert set(batch) == MODEL_KEYS
+    assert (batch["itm_labels"] == 1).all() and not batch["masked_regions"].any()
+    for i, target in enumerate(targets):
+        positions = torch.tensor(target["positions"])
+        assert (batch["labels"][i] != -100).sum() == len(positions)
+        assert (batch["input_ids"][i, positions] == tokenizer.mask_token_id).all()
+        assert (batch["task_ids"][i, positions] == target["node_type"]).all()
+        assert tokenizer.decode(target["token_ids"]) == target["text"].lower()
+        assert torch.equal(
+            batch["region_boxes"][i, : len(others[i]["boxes"])], torch.tensor(np.array(others[i]["boxes"]))
+        )
+    with pytest.raises(ValueError, match="node 99"):
+        collate_cloze(chunk[:1], [99], tokenizer)

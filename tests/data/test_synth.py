@@ -1,0 +1,172 @@
+"""SynthScenes: vocabulary, geometry of relations, caption properties, splits, and reuse."""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+import pytest
+
+from ernievil_ds.data import build_synth_scenes, load_pretraining_split
+from ernievil_ds.data.synth import (
+    COLOURS,
+    MATERIALS,
+    NOUNS,
+    RELATION_PHRASES,
+    RELATIONS,
+    SIZES,
+    generate_split,
+    sample_scene,
+    spatial_relation,
+)
+
+
+def test_words_are_single_wordpieces(tokenizer):
+    for word in NOUNS + COLOURS + SIZES + MATERIALS:
+        assert len(tokenizer.tokenize(word)) == 1, word
+
+
+def test_relations_follow_the_geometry_with_clear_margins():
+    rng = np.random.default_rng(1)
+    counts = collections.Counter()
+    for _ in range(400):
+        image, objects, facts = sample_scene(rng)
+        assert 3 <= len(objects) <= 8
+        assert len({o.noun for o in objects}) == len(objects)  # every mention is grounded by its noun
+        for s, o, relation in facts:
+            a, b = objects[s].box, objects[o].box
+            assert spatial_relation(a, b, image) == relation
+            dx = abs(a[0] + a[2] - b[0] - b[2]) / 2
+            dy = abs(a[1] + a[3] - b[1] - b[3]) / 2
+            assert max(dx, dy) >= 1.5 * min(dx, dy)  # far from the axis boundary
+            horizontal = dx > dy
+            gap = max(b[0] - a[2], a[0] - b[2]) if horizontal else max(b[1] - a[3], a[1] - b[3])
+            assert abs(gap) < 1e-3 or gap >= 0.1 * min(image) - 1e-3  # touching or clearly apart
+            counts[relation] += 1
+    assert set(counts) == set(RELATIONS)
+    assert max(counts.values()) <= 1.35 * min(counts.values()), counts
+
+
+def test_gold_graph_spans_match_the_caption():
+    _, pairs = generate_split("train", 50, seed=3, captions_per_image=3)
+    for pair in pairs:
+        caption, graph = pair["caption"], pair["scene_graph"]
+        for node in graph["objects"] + graph["attributes"]:
+            assert caption[slice(*node["span"])] == node["name"]
+        for node in graph["relations"]:
+            assert caption[slice(*node["span"])] == RELATION_PHRASES.get(node["name"], node["name"])
+
+
+def _masked_words(caption: str, span: list[int], num_masks: int) -> list[str]:
+    return (caption[: span[0]] + " [MASK]" * num_masks + caption[span[1] :]).replace(".", " ").split()
+
+
+def _naive_bayes_accuracy(train: list[tuple[list[str], str]], test: list[tuple[list[str], str]]) -> float:
+    """Accuracy of a bag-of-words naive Bayes classifier (add-one smoothing) trained on ``train``."""
+    label_counts = collections.Counter(label for _, label in train)
+    word_counts = collections.defaultdict(collections.Counter)
+    for words, label in train:
+        word_counts[label].update(words)
+    vocabulary = {w for words, _ in train for w in words}
+
+    def score(words, label):
+        total = sum(word_counts[label].values()) + len(vocabulary)
+        return math.log(label_counts[label]) + sum(
+            math.log((word_counts[label][w] + 1) / total) for w in words
+        )
+
+    return float(
+        np.mean([max(label_counts, key=lambda c: score(words, c)) == label for words, label in test])
+    )
+
+
+def _cloze_items(pairs, kind: str, tokenizer):
+    items = []
+    for pair in pairs:
+        for node in pair["scene_graph"][kind]:
+            if kind == "relations" or node["name"] in COLOURS:
+                text = pair["caption"][slice(*node["span"])]
+                items.append(
+                    (
+                        _masked_words(pair["caption"], node["span"], len(tokenizer.tokenize(text))),
+                        node["name"],
+                    )
+                )
+    return items
+
+
+def test_masked_colour_and_relation_are_not_in_the_text(tokenizer):
+    """A text-only classifier does no better than chance on colours, and on relations no better than the
+    number of [MASK]s allows (relation phrases have 1 to 4 WordPieces)."""
+    _, train = generate_split("train", 700, seed=5, captions_per_image=3)
+    _, test = generate_split("eval", 250, seed=5, captions_per_image=3)
+    colours_train, colours_test = (
+        _cloze_items(train, "attributes", tokenizer),
+        _cloze_items(test, "attributes", tokenizer),
+    )
+    assert _naive_bayes_accuracy(colours_train, colours_test) < 1 / len(COLOURS) + 0.06
+
+    relations_train, relations_test = (
+        _cloze_items(train, "relations", tokenizer),
+        _cloze_items(test, "relations", tokenizer),
+    )
+    by_length = collections.defaultdict(collections.Counter)
+    for words, label in relations_train:
+        by_length[words.count("[MASK]")][label] += 1
+    length_only = np.mean(
+        [by_length[w.count("[MASK]")].most_common(1)[0][0] == label for w, label in relations_test]
+    )
+    assert _naive_bayes_accuracy(relations_train, relations_test) < length_only + 0.06
+
+
+def test_splits_share_no_image_and_load(synth_dir):
+    train, evaluation = load_pretraining_split(synth_dir, "train"), load_pretraining_split(synth_dir, "eval")
+    assert len(train) == 60 * 3 and len(evaluation) == 20 * 3
+    train_images = {train[i]["image_id"] for i in range(len(train))}
+    eval_images = {evaluation[i]["image_id"] for i in range(len(evaluation))}
+    assert len(train_images) == 60 and len(eval_images) == 20
+    assert not train_images & eval_images
+
+
+def test_generation_is_deterministic():
+    assert (
+        generate_split("train", 20, seed=7, captions_per_image=2)[1]
+        == generate_split("train", 20, seed=7, captions_per_image=2)[1]
+    )
+    assert (
+        generate_split("train", 20, seed=7, captions_per_image=2)[1]
+        != generate_split("train", 20, seed=8, captions_per_image=2)[1]
+    )
+
+
+def test_build_reuses_a_complete_directory_and_refuses_other_settings(synth_dir, tokenizer):
+    stamp = (synth_dir / "images" / "manifest.json").stat().st_mtime_ns
+    build_synth_scenes(synth_dir, num_train_images=60, num_eval_images=20, seed=0, tokenizer=tokenizer)
+    assert (synth_dir / "images" / "manifest.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="seed"):
+        build_synth_scenes(synth_dir, num_train_images=60, num_eval_images=20, seed=1, tokenizer=tokenizer)
+
+
+def _graph_key(graph: dict) -> tuple:
+    names = [o["name"] for o in graph["objects"]]
+    return (
+        sorted(names),
+        sorted((names[a["object"]], a["name"]) for a in graph["attributes"]),
+        sorted((names[r["subject"]], r["name"], names[r["object"]]) for r in graph["relations"]),
+    )
+
+
+def test_parser_recovers_the_gold_graphs():
+    from ernievil_ds.assets import default_spacy_pipeline
+
+    try:
+        default_spacy_pipeline()
+    except OSError as error:
+        pytest.skip(str(error))
+    from ernievil_ds.scene_graph import SceneGraphParser
+
+    _, pairs = generate_split("eval", 100, seed=11, captions_per_image=3)
+    graphs = SceneGraphParser().parse_stream(pair["caption"] for pair in pairs)
+    recovered = [_graph_key(pair["scene_graph"]) == _graph_key(graph) for pair, graph in zip(pairs, graphs)]
+    assert np.mean(recovered) >= 0.95
