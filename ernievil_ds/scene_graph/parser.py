@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ernievil_ds.assets import DEFAULT_SPACY_PIPELINES, SPACY_INSTALL_HINT, default_spacy_pipeline
 
-#: Pipeline components the rules do not read; excluded when loading (named entities cost ~15%).
+#: Pipeline components the rules do not read, left out when loading (named entities cost ~15%).
 UNUSED_COMPONENTS = ("ner", "senter")
 #: Longer inputs are not captions; they get an empty graph instead of a slow parse.
 MAX_CAPTION_CHARS = 1000
@@ -35,6 +35,9 @@ def install_command(spacy_model: str) -> str:
 def load_pipeline(spacy_model: str, *, with_predicate: str | None = None):
     """Load a spaCy pipeline (installed package name or path) and add the scene-graph component.
 
+    Components the rules do not read are left out, and the attribute ruler is replaced by its
+    equivalent ``FastAttributeRuler``.
+
     Raises:
         OSError: when the pipeline is not installed, with the command that installs it.
         ValueError: when the pipeline has no dependency parser.
@@ -42,6 +45,7 @@ def load_pipeline(spacy_model: str, *, with_predicate: str | None = None):
     import spacy
 
     from ernievil_ds.scene_graph.component import FACTORY_NAME
+    from ernievil_ds.scene_graph.fast_attributes import speed_up_attribute_ruler
 
     try:
         nlp = spacy.load(spacy_model, exclude=list(UNUSED_COMPONENTS))
@@ -56,6 +60,7 @@ def load_pipeline(spacy_model: str, *, with_predicate: str | None = None):
             f"spaCy pipeline {spacy_model!r} has no dependency parser (components: {nlp.pipe_names}); "
             "the scene-graph rules need one"
         )
+    speed_up_attribute_ruler(nlp)
     config = {} if with_predicate is None else {"with_predicate": with_predicate}
     nlp.add_pipe(FACTORY_NAME, config=config)
     return nlp

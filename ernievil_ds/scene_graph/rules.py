@@ -236,10 +236,11 @@ class Referents:
         self.doc = doc
         self.index = {node.head: k for k, node in enumerate(objects)}
 
-    def of(self, token: Token, exclude: tuple[int, ...] = ()) -> list[int]:
-        """The objects ``token`` stands for, its coordinated nouns included ("a man and a woman")."""
+    def of(self, token: Token, exclude: tuple[int, ...] = (), *, conjuncts: bool = True) -> list[int]:
+        """The objects ``token`` stands for, its coordinated nouns included ("a man and a woman")
+        unless ``conjuncts`` is False."""
         found = []
-        for member in (token, *token.conjuncts):
+        for member in (token, *token.conjuncts) if conjuncts else (token,):
             for k in self._direct(member, exclude):
                 if k not in found:
                     found.append(k)
@@ -261,10 +262,10 @@ class Referents:
 
     def antecedent(self, pronoun: Token, number: str, exclude: tuple[int, ...]) -> int | None:
         """The nearest object before ``pronoun`` with its number that is not one of ``exclude``,
-        preferring one outside a prepositional phrase ("a woman in the room holding her arm": the
-        woman, not the room)."""
+        preferring one that is not an object of a verb or preposition ("a woman in the room
+        holding her arm": the woman, not the room)."""
         candidates = [
-            (self.doc[i].dep_ == "pobj", -i, k)
+            (self.doc[i].dep_ in ("pobj", "dobj"), -i, k)
             for i in range(pronoun.i)
             if (k := self.index.get(i)) is not None
             and k not in exclude
@@ -342,10 +343,13 @@ def noun_modifiers(noun: Token) -> list[Token]:
 
 
 def opens_preposition(token: Token) -> bool:
-    """Whether ``token`` is the first word of "next to", "right of" and the like."""
-    return token.lower_ in PREPOSITION_HEADS and any(
-        c.dep_ == "prep" and c.i == token.i + 1 for c in token.rights
-    )
+    """Whether ``token`` is the first word of "next to", "right of" and the like; "left" in "left
+    of" whatever its tag (the small pipeline often takes it for the verb "leave")."""
+    if token.lower_ not in PREPOSITION_HEADS:
+        return False
+    if token.pos_ not in PREPOSITION_HEAD_POS and token.lower_ not in DIRECTION_NOUNS:
+        return False
+    return any(c.dep_ == "prep" and c.i == token.i + 1 for c in token.rights)
 
 
 def is_attribute_modifier(token: Token, node: ObjectNode) -> bool:
@@ -449,7 +453,7 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
         phrase = Preposition((prep.lower_,), prep.i, prep.i + 1, anchor.head)
     if phrase is None:
         return
-    if anchor.lower_ in PREPOSITION_HEADS and anchor.i == prep.i - 1 and anchor.pos_ in PREPOSITION_HEAD_POS:
+    if opens_preposition(anchor) and anchor.i == prep.i - 1:
         # "next to", "close to", "right of": the adverb or adjective opens the preposition.
         phrase = Preposition((anchor.lower_, *phrase.words), anchor.i, phrase.end, phrase.complement)
         anchor = anchor.head
@@ -534,7 +538,7 @@ def passive_relation(agent: Token, referents: Referents, add) -> None:
 def possessive_relation(owner: Token, referents: Referents, add) -> None:
     """A possessive as have: "his hat" -> (man, have, hat) with span "his"; "player 's socks" ->
     (player, have, socks) with span "'s"."""
-    possessed = referents.of(owner.head)
+    possessed = referents.of(owner.head, conjuncts=False)
     if not possessed:
         return
     if owner.pos_ == "PRON":
