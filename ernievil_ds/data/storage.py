@@ -16,6 +16,8 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 
 from ernievil_ds.data.schema import MANIFEST, PAIR_FEATURES, image_features
 
+SHARD_STATS = "import_stats.json"
+
 
 def shard_dir(table_dir: Path, index: int) -> Path:
     return table_dir / f"shard-{index:05d}"
@@ -28,14 +30,20 @@ def completed_shards(table_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in table_dir.glob("shard-[0-9]*") if p.is_dir())
 
 
-def write_shard(dataset: Dataset, table_dir: Path, index: int) -> Path:
-    """Save ``dataset`` as shard ``index`` of ``table_dir``, appearing under its name only when complete."""
+def write_shard(dataset: Dataset, table_dir: Path, index: int, stats: dict | None = None) -> Path:
+    """Save ``dataset`` (and the import ``stats`` of its records) as shard ``index`` of ``table_dir``; the
+    shard appears under its name only when complete."""
     final = shard_dir(table_dir, index)
     partial = table_dir / f".partial-{index:05d}"
     shutil.rmtree(partial, ignore_errors=True)
     dataset.save_to_disk(str(partial))
+    (partial / SHARD_STATS).write_text(json.dumps(stats or {"rows": len(dataset)}))
     partial.rename(final)
     return final
+
+
+def shard_stats(table_dir: Path, index: int) -> dict:
+    return json.loads((shard_dir(table_dir, index) / SHARD_STATS).read_text())
 
 
 def read_manifest(table_dir: Path) -> dict | None:
