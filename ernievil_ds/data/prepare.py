@@ -47,24 +47,28 @@ _RAW_PAIR_FEATURES = Features(
 @dataclass
 class ImportReport:
     """What an import wrote: rows, malformed records skipped (and the first few ids, with the reason),
-    and for captions how many have an empty scene graph (kept: masked language modelling still applies)."""
+    and for captions how many have an empty scene graph (kept: masked language modelling still applies;
+    ``None`` for region features)."""
 
     rows: int = 0
     malformed: int = 0
     first_malformed: list[str] = field(default_factory=list)
-    empty_graphs: int = 0
+    empty_graphs: int | None = None
 
     def add(self, stats: dict) -> None:
         self.rows += stats["rows"]
         self.malformed += stats.get("malformed", 0)
         self.first_malformed = (self.first_malformed + stats.get("first_malformed", []))[:MAX_REPORTED]
-        self.empty_graphs += stats.get("empty_graphs", 0)
+        if "empty_graphs" in stats:
+            self.empty_graphs = (self.empty_graphs or 0) + stats["empty_graphs"]
 
     def summary(self) -> str:
         text = f"{self.rows} rows written, {self.malformed} malformed records skipped"
         if self.first_malformed:
             text += " (first: " + "; ".join(self.first_malformed) + ")"
-        return text + f", {self.empty_graphs} captions with an empty scene graph"
+        if self.empty_graphs is not None:
+            text += f", {self.empty_graphs} captions with an empty scene graph"
+        return text
 
 
 def _describe_inputs(paths: Iterable[Path]) -> list[list]:

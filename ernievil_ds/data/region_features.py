@@ -140,8 +140,13 @@ def _matrix(value, width: int, num_boxes: int, name: str) -> np.ndarray:
             buffer = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as error:
             raise ValueError(f"{name} is not valid base64 ({error})") from error
-        dtype = np.float64 if len(buffer) == num_boxes * width * 8 else np.float32
-        array = np.frombuffer(buffer, dtype=dtype)
+        if len(buffer) not in (num_boxes * width * 4, num_boxes * width * 8):
+            raise ValueError(
+                f"{name} has {len(buffer)} bytes, expected num_boxes x {width} float32 = {num_boxes * width * 4}"
+            )
+        array = np.frombuffer(
+            buffer, dtype=np.float64 if len(buffer) == num_boxes * width * 8 else np.float32
+        )
     else:
         array = np.asarray(value)
     if array.size != num_boxes * width:

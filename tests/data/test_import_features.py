@@ -1,0 +1,179 @@
+"""Region-feature importers on small files written in the real formats, and the join with captions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+
+import lmdb
+import numpy as np
+import pytest
+from word_parser import WordParser
+
+from ernievil_ds.data import SGPCollator, load_pretraining_split
+from ernievil_ds.data.prepare import import_captions, import_region_features
+from ernievil_ds.data.storage import load_table
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array)).decode()
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(0)
+    result = []
+    for n, (image_id, boxes) in enumerate((("101", 3), ("102", 5), ("103", 2))):
+        result.append(
+            {
+                "image_id": image_id,
+                "width": 640 + n,
+                "height": 480 - n,
+                "boxes": (rng.random((boxes, 4)) * 400).astype(np.float32),
+                "features": rng.random((boxes, 2048)).astype(np.float32),
+                "cls_prob": rng.dirichlet(np.ones(1601), boxes).astype(np.float32),
+            }
+        )
+    return result
+
+
+def _tsv_row(image, variant):
+    n = len(image["boxes"])
+    if variant == "lxmert":  # height before width, detector labels instead of cls_prob
+        labels = [_b64(np.zeros(n, np.int64)), _b64(np.ones(n, np.float32))] * 2
+        return [
+            image["image_id"],
+            image["height"],
+            image["width"],
+            *labels,
+            n,
+            _b64(image["boxes"]),
+            _b64(image["features"]),
+        ]
+    row = [
+        image["image_id"],
+        image["width"],
+        image["height"],
+        n,
+        _b64(image["boxes"]),
+        _b64(image["features"]),
+    ]
+    return [*row, _b64(image["cls_prob"])] if variant == "vilbert" else row
+
+
+def _write_tsv(path, images, variant):
+    path.write_text("".join("\t".join(map(str, _tsv_row(image, variant))) + "\n" for image in images))
+    return path
+
+
+def _write_lmdb(path, images, flavour):
+    env = lmdb.open(str(path), map_size=1 << 28)
+    with env.begin(write=True) as txn:
+        for image in images:
+            if flavour == "vilbert_beta":  # TSV rows as dicts of strings
+                row = {
+                    "image_id": image["image_id"],
+                    "image_h": str(image["height"]),
+                    "image_w": str(image["width"]),
+                }
+                row |= {
+                    "num_boxes": str(len(image["boxes"])),
+                    "boxes": _b64(image["boxes"]),
+                    "features": _b64(image["features"]),
+                }
+            else:  # vilbert-multi-task: numpy arrays
+                row = {"image_id": image["image_id"], "image_h": image["height"], "image_w": image["width"]}
+                row |= {
+                    "num_boxes": len(image["boxes"]),
+                    "boxes": image["boxes"],
+                    "features": image["features"],
+                }
+                row |= {"cls_prob": image["cls_prob"]}
+            txn.put(image["image_id"].encode(), pickle.dumps(row))
+        txn.put(b"keys", pickle.dumps([image["image_id"].encode() for image in images]))
+    env.close()
+    return path
+
+
+def _extractor_dict(image):
+    return {
+        "bbox": image["boxes"],
+        "num_boxes": len(image["boxes"]),
+        "objects": np.zeros(len(image["boxes"]), np.int64),
+        "cls_prob": image["cls_prob"],
+        "image_width": image["width"],
+        "image_height": image["height"],
+        "image_id": image["image_id"],
+        "features": image["features"],
+    }
+
+
+def _check_table(out, images, with_cls):
+    table = load_table(out / "images").with_format("numpy")
+    assert list(table["image_id"]) == [image["image_id"] for image in images]
+    assert ("cls_prob" in table.column_names) == with_cls
+    for row, image in zip(table, images):
+        assert (row["width"], row["height"], row["num_boxes"]) == (
+            image["width"],
+            image["height"],
+            len(image["boxes"]),
+        )
+        np.testing.assert_array_equal(row["boxes"], image["boxes"])
+        np.testing.assert_array_equal(row["features"], image["features"].astype(np.float16))
+        if with_cls:
+            np.testing.assert_array_equal(row["cls_prob"], image["cls_prob"].astype(np.float16))
+
+
+@pytest.mark.parametrize("variant, with_cls", [("bottom_up", False), ("vilbert", True), ("lxmert", False)])
+def test_tsv_variants(tmp_path, images, variant, with_cls):
+    path = _write_tsv(tmp_path / "features.tsv", images, variant)
+    report = import_region_features("tsv", [path], tmp_path / "out", shard_size=2)
+    assert (report.rows, report.malformed) == (3, 0)
+    _check_table(tmp_path / "out", images, with_cls)
+
+
+@pytest.mark.parametrize("flavour, with_cls", [("vilbert_beta", False), ("vilbert_multi_task", True)])
+def test_lmdb_flavours(tmp_path, images, flavour, with_cls):
+    path = _write_lmdb(tmp_path / "features.lmdb", images, flavour)
+    import_region_features("lmdb", [path], tmp_path / "out")
+    _check_table(tmp_path / "out", images, with_cls)
+
+
+def test_npy_and_npz_files(tmp_path, images):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    np.save(folder / "101.npy", _extractor_dict(images[0]))
+    np.savez(folder / "102.npz", **_extractor_dict(images[1]))
+    np.save(folder / "103.npy", _extractor_dict(images[2]))
+    import_region_features("npy", [folder], tmp_path / "out")
+    _check_table(tmp_path / "out", images, with_cls=True)
+
+
+def test_malformed_rows_are_skipped_and_reported(tmp_path, images):
+    rows = [_tsv_row(image, "bottom_up") for image in images]
+    rows[1][5] = rows[1][5][:100]  # truncated features
+    lines = ["\t".join(map(str, row)) for row in rows] + ["a\tb\tc"]
+    (tmp_path / "bad.tsv").write_text("\n".join(lines) + "\n")
+    report = import_region_features("tsv", [tmp_path / "bad.tsv"], tmp_path / "out")
+    assert (report.rows, report.malformed) == (2, 2)
+    assert report.first_malformed[0].startswith("102: features")
+    assert report.first_malformed[1].startswith("a: 3 fields")
+
+
+def test_captions_join_features(tmp_path, images, tokenizer):
+    _write_tsv(tmp_path / "features.tsv", images, "bottom_up")
+    import_region_features("tsv", [tmp_path / "features.tsv"], tmp_path / "data")
+    lines = [
+        json.dumps({"image_id": image_id, "caption": f"a dog near a cat {image_id}"})
+        for image_id in ("101", "103", "999")
+    ]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    import_captions(
+        "jsonl", [tmp_path / "pairs.jsonl"], tmp_path / "data", split="train", parser_factory=WordParser
+    )
+    dataset = load_pretraining_split(tmp_path / "data", "train")
+    assert len(dataset) == 2  # the pair whose image has no features is left out
+    assert dataset[1]["image_id"] == "103" and dataset[1]["cls_prob"] is None
+    batch = SGPCollator(tokenizer)(dataset.__getitems__([0, 1]))
+    assert batch["region_feature_targets"].shape == (2, 3, 2048)
