@@ -18,7 +18,6 @@ whichever DataLoader worker builds it.
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
@@ -187,70 +186,76 @@ class SGPCollator:
             images[i] = examples[others[rng.integers(len(others))]]
         return images, (~swap).astype(np.int64)
 
-    def _corrupt(self, ids: np.ndarray, positions: np.ndarray, rng: np.random.Generator) -> None:
-        """80% [MASK], 10% random tokens, 10% unchanged, decided once for a node's ``positions``."""
-        draw = rng.random()
-        if draw < 0.8:
-            ids[positions] = self.mask_id
-        elif draw < 0.9:
-            ids[positions] = self.random_ids[rng.integers(len(self.random_ids), size=len(positions))]
-
-    def _mask_text(self, ids: np.ndarray, length: int, example: dict, rng: np.random.Generator):
-        """Mask one caption in place (``ids`` is its row, ``length`` its tokens with [CLS] and [SEP]).
+    def _choose_nodes(self, examples: list[dict], lengths: np.ndarray, rng: np.random.Generator):
+        """Choose ``node_mask_prob`` of each caption's nodes: randomised rounding of the count makes the
+        rate exact in expectation; nodes cut off by truncation drop out.
 
         Returns:
-            positions (num_predicted,) and their task ids (num_predicted,).
+            the chosen nodes' WordPieces as rows (num_pieces,) and columns (num_pieces,), each piece's task
+            id (num_pieces,) and its node's 80/10/10 draw (num_pieces,), shared by the node's pieces.
         """
-        covered = np.zeros(length, dtype=bool)
-        positions, tasks = [], []
+        node_rows, node_types, pieces = [], [], []
+        for i, example in enumerate(examples):
+            for node_type, wordpieces in zip(example["node_types"], example["node_wordpieces"]):
+                if len(wordpieces) and wordpieces[-1] < lengths[i] - 1:
+                    node_rows.append(i)
+                    node_types.append(node_type)
+                    pieces.append(wordpieces)
+        if not pieces:
+            return (np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0),)
+        node_rows, node_types = np.array(node_rows), np.array(node_types, dtype=np.int64)
+        per_caption = np.bincount(node_rows, minlength=len(examples))  # (B,)
+        quota = np.floor(self.node_mask_prob * per_caption + rng.random(len(examples)))  # (B,)
+        order = np.lexsort((rng.random(len(node_rows)), node_rows))  # shuffled within each caption
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order)) - (np.cumsum(per_caption) - per_caption)[node_rows[order]]
+        chosen = rank < quota[node_rows]
+        draws = rng.random(len(node_rows))
+        piece_node = np.repeat(np.arange(len(pieces)), [len(p) for p in pieces])
+        columns = np.concatenate(pieces).astype(np.int64)
+        keep = chosen[piece_node]
+        piece_node = piece_node[keep]
+        return node_rows[piece_node], columns[keep], node_types[piece_node], draws[piece_node]
+
+    def _mask_text(self, examples: list[dict], matched: np.ndarray, rng: np.random.Generator):
+        """Token inputs with SGP node masking then random token masking, and the targets on matched pairs.
+
+        Returns:
+            input_ids, attention_mask, labels and task_ids, each (batch_size, num_tokens).
+        """
+        input_ids, attention_mask = _pad_text(
+            [e["input_ids"] for e in examples], self.max_text_len, self.pad_id
+        )
+        original = input_ids.copy()
+        lengths = attention_mask.sum(1)  # (B,)
+        covered = np.zeros(input_ids.shape, dtype=bool)
+        node_task = np.zeros(input_ids.shape, dtype=np.int64)
+        draw = rng.random(input_ids.shape)  # 80/10/10 draw of each token, overwritten by its node's
         if self.sgp:
-            nodes = [
-                (int(node_type), wordpieces)
-                for node_type, wordpieces in zip(example["node_types"], example["node_wordpieces"])
-                if len(wordpieces) and wordpieces[-1] < length - 1  # nodes cut off by truncation drop out
-            ]
-            # Randomised rounding: exactly node_mask_prob of the nodes in expectation, and per caption.
-            count = math.floor(self.node_mask_prob * len(nodes) + rng.random())
-            for j in rng.permutation(len(nodes))[:count]:
-                node_type, wordpieces = nodes[j]
-                wordpieces = wordpieces[~covered[wordpieces]]
-                if len(wordpieces) == 0:
-                    continue
-                covered[wordpieces] = True
-                self._corrupt(ids, wordpieces, rng)
-                positions.append(wordpieces)
-                tasks.append((node_type, len(wordpieces)))
-        remaining = np.flatnonzero(~covered[1 : length - 1]) + 1
-        chosen = remaining[rng.random(len(remaining)) < self.token_mask_prob]
-        draw = rng.random(len(chosen))  # 80/10/10 per token
-        ids[chosen[draw < 0.8]] = self.mask_id
-        replaced = chosen[(draw >= 0.8) & (draw < 0.9)]
-        ids[replaced] = self.random_ids[rng.integers(len(self.random_ids), size=len(replaced))]
-        positions.append(chosen)
-        tasks.append((TASK_IDS["mlm"], len(chosen)))
-        return np.concatenate(positions), np.repeat(*zip(*tasks))
+            rows, columns, tasks, node_draws = self._choose_nodes(examples, lengths, rng)
+            covered[rows, columns] = True
+            node_task[rows, columns] = tasks
+            draw[rows, columns] = node_draws
+        position = np.arange(input_ids.shape[1])
+        in_caption = (position >= 1) & (position < lengths[:, None] - 1)  # (B, T) without [CLS] and [SEP]
+        predicted = covered | (in_caption & ~covered & (rng.random(input_ids.shape) < self.token_mask_prob))
+        input_ids[predicted & (draw < 0.8)] = self.mask_id
+        replaced = predicted & (draw >= 0.8) & (draw < 0.9)
+        input_ids[replaced] = self.random_ids[rng.integers(len(self.random_ids), size=int(replaced.sum()))]
+        targeted = predicted & matched[:, None]
+        labels = np.where(targeted, original, IGNORE_INDEX)
+        task_ids = np.where(targeted, np.where(covered, node_task, TASK_IDS["mlm"]), IGNORE_INDEX)
+        return input_ids, attention_mask, labels, task_ids
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         rng = self._generator(examples)
         images, itm_labels = self._swap_images(examples, rng)
-        input_ids, attention_mask = _pad_text(
-            [e["input_ids"] for e in examples], self.max_text_len, self.pad_id
-        )
-        original_ids = input_ids.copy()
-        labels = np.full(input_ids.shape, IGNORE_INDEX, dtype=np.int64)
-        task_ids = np.full(input_ids.shape, IGNORE_INDEX, dtype=np.int64)
-        for i, example in enumerate(examples):
-            positions, tasks = self._mask_text(input_ids[i], int(attention_mask[i].sum()), example, rng)
-            if itm_labels[i]:
-                labels[i, positions] = original_ids[i, positions]
-                task_ids[i, positions] = tasks
-
+        input_ids, attention_mask, labels, task_ids = self._mask_text(examples, itm_labels == 1, rng)
         regions = _pack_regions(images, self.max_regions)
         features = regions["region_features"]
-        chosen = (rng.random(features.shape[:2]) < self.region_mask_prob) & (
-            regions["region_mask"].numpy() == 1
-        )
-        zeroed = chosen & (rng.random(features.shape[:2]) < self.region_zero_prob)
+        real = regions["region_mask"].numpy() == 1
+        chosen = (rng.random(real.shape) < self.region_mask_prob) & real  # (B, R)
+        zeroed = chosen & (rng.random(real.shape) < self.region_zero_prob)
         targets = regions["cls_prob"] if regions["cls_prob"] is not None else features.clone()
         features[torch.from_numpy(zeroed)] = 0.0
         masked_regions = chosen & (itm_labels[:, None] == 1)
