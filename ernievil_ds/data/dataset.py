@@ -88,7 +88,23 @@ class PretrainingDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, pairs, images) -> None:
-        pair_table, image_table = pairs.data.table, images.data.table
+        self._tables = (pairs, images)
+        image_ids = images.data.table.column("image_id").to_pylist()
+        image_row = {image_id: row for row, image_id in enumerate(image_ids)}
+        pair_image_ids = pairs.data.table.column("image_id").to_pylist()
+        rows = np.array([image_row.get(i, -1) for i in pair_image_ids], dtype=np.int64)
+        self._pair_rows = np.flatnonzero(rows >= 0)
+        self._image_rows = rows[self._pair_rows]
+        if len(self._pair_rows) < len(rows):
+            logger.warning(
+                "%d of %d pairs have no image in the images table and are left out",
+                len(rows) - len(self._pair_rows),
+                len(rows),
+            )
+        self._open_columns()
+
+    def _open_columns(self) -> None:
+        pair_table, image_table = (table.data.table for table in self._tables)
         self.has_class_distribution = "cls_prob" in image_table.column_names
         self._pair_columns = {
             "pair_id": _ScalarColumn(pair_table.column("pair_id")),
@@ -110,18 +126,18 @@ class PretrainingDataset(torch.utils.data.Dataset):
         self._sizes = np.stack(
             [image_table.column("width").to_numpy(), image_table.column("height").to_numpy()], axis=1
         )  # (num_images, 2)
-        image_row = {image_id: row for row, image_id in enumerate(image_table.column("image_id").to_pylist())}
-        rows = np.array(
-            [image_row.get(i, -1) for i in pair_table.column("image_id").to_pylist()], dtype=np.int64
+
+    def __getstate__(self) -> dict:
+        """Pickle the memory-mapped tables by their files (for spawned DataLoader workers), not the views."""
+        return {"tables": self._tables, "pair_rows": self._pair_rows, "image_rows": self._image_rows}
+
+    def __setstate__(self, state: dict) -> None:
+        self._tables, self._pair_rows, self._image_rows = (
+            state["tables"],
+            state["pair_rows"],
+            state["image_rows"],
         )
-        self._pair_rows = np.flatnonzero(rows >= 0)
-        self._image_rows = rows[self._pair_rows]
-        if len(self._pair_rows) < len(rows):
-            logger.warning(
-                "%d of %d pairs have no image in the images table and are left out",
-                len(rows) - len(self._pair_rows),
-                len(rows),
-            )
+        self._open_columns()
 
     def __len__(self) -> int:
         return len(self._pair_rows)

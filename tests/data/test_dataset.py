@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from datasets import load_from_disk
@@ -34,6 +36,15 @@ def test_batched_fetch_equals_single_fetch(synth_dir):
         np.testing.assert_array_equal(batched["input_ids"], single["input_ids"])
         for a, b in zip(batched["node_wordpieces"], single["node_wordpieces"]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_pickles_by_file_for_spawned_workers(synth_dir):
+    dataset = load_pretraining_split(synth_dir, "train")
+    payload = pickle.dumps(dataset)
+    assert len(payload) < 100_000  # the tables travel as file references, not as their contents
+    restored = pickle.loads(payload)
+    np.testing.assert_array_equal(restored[3]["features"], dataset[3]["features"])
+    assert restored[3]["caption"] == dataset[3]["caption"]
 
 
 def test_missing_directory_or_split_is_named(synth_dir, tmp_path):
