@@ -30,6 +30,25 @@ def _mismatched_partner(dataset, index: int) -> int:
     raise ValueError("The cloze control needs at least two distinct images in the split")
 
 
+def node_hits(logits: torch.Tensor, labels: torch.Tensor, targets: list[dict]) -> list[tuple[bool, bool]]:
+    """(top-1 right, top-5 right) per node; a node is right only when every one of its WordPieces is.
+
+    Args:
+        logits: (num_masked_tokens, vocab_size), the rows of all nodes one after the other.
+        labels: (num_masked_tokens,) the true WordPiece ids in the same order.
+        targets: one dict per node with its ``positions`` (its number of rows).
+    """
+    top5 = logits.topk(5, dim=-1).indices  # (N, 5)
+    right1 = top5[:, 0] == labels  # (N,)
+    right5 = (top5 == labels[:, None]).any(-1)  # (N,)
+    hits, row = [], 0
+    for target in targets:
+        rows = slice(row, row + len(target["positions"]))
+        hits.append((bool(right1[rows].all()), bool(right5[rows].all())))
+        row = rows.stop
+    return hits
+
+
 @torch.no_grad()
 def run_cloze(
     model_dir: str | Path,
@@ -67,17 +86,11 @@ def run_cloze(
             batch, targets = collate_cloze(examples, nodes, tokenizer, image_examples=images)
             logits = model(**batch).masked_token_logits  # (N, V), rows in (example, position) order
             labels = batch["labels"][batch["labels"] != -100]  # (N,)
-            top5 = logits.topk(5, dim=-1).indices  # (N, 5)
-            right1 = top5[:, 0] == labels
-            right5 = (top5 == labels[:, None]).any(-1)
-            row = 0
-            for target in targets:
-                n = len(target["positions"])
+            for target, (top1, top5) in zip(targets, node_hits(logits, labels, targets)):
                 tally = hits[condition][NODE_TYPES[target["node_type"]]]
-                tally[0] += int(right1[row : row + n].all())
-                tally[1] += int(right5[row : row + n].all())
+                tally[0] += top1
+                tally[1] += top5
                 tally[2] += 1
-                row += n
     results = {
         c: {
             t: {"top1": a / n if n else 0.0, "top5": b / n if n else 0.0, "count": n}

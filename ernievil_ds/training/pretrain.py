@@ -97,6 +97,12 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     run.add_argument("--keep-checkpoints", type=int, default=2)
     run.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint")
+    run.add_argument(
+        "--stop-after-steps",
+        type=int,
+        help="leave after this many steps in this invocation, with a checkpoint (for time-sliced or "
+        "preemptible jobs: rerun with --resume); the schedule still spans --max-steps",
+    )
     run.add_argument("--no-export", action="store_true", help="skip the Hugging Face export at the end")
     run.add_argument("--no-cloze", action="store_true", help="skip the cloze evaluation at the end")
     return parser
@@ -225,6 +231,7 @@ class PretrainingRun:
         checkpoint_root = args.output_dir / "checkpoints"
         state = load_latest_checkpoint(engine, checkpoint_root) if args.resume else None
         step = engine.global_steps
+        stop_step = min(args.max_steps, step + (args.stop_after_steps or args.max_steps))
         epoch, position = (state["epoch"], state["position"]) if state else (0, 0)
         if info.is_main:
             _drop_metrics_after(args.output_dir / "metrics.jsonl", step)
@@ -236,7 +243,7 @@ class PretrainingRun:
         interval_start, interval_samples, interval_flops = time.perf_counter(), 0, 0.0
         last_losses: dict[str, float] = {}
 
-        while step < args.max_steps:
+        while step < stop_step:
             sampler.load_state_dict({"epoch": epoch, "position": position})
             collator.set_epoch(epoch)
             for batch in loader:
@@ -256,7 +263,7 @@ class PretrainingRun:
                     continue
                 step = engine.global_steps
                 progress.update(1)
-                if step % args.log_every == 0 or step == args.max_steps:
+                if step % args.log_every == 0 or step == stop_step:
                     elapsed = time.perf_counter() - interval_start
                     last_losses = averager.compute()
                     writer.write(
@@ -276,7 +283,7 @@ class PretrainingRun:
                     interval_start, interval_samples, interval_flops = time.perf_counter(), 0, 0.0
                 if args.eval_every and step % args.eval_every == 0:
                     writer.write({"step": step, **self.evaluate(engine)})
-                if (args.save_every and step % args.save_every == 0) or step == args.max_steps:
+                if (args.save_every and step % args.save_every == 0) or step == stop_step:
                     save_checkpoint(
                         engine,
                         checkpoint_root,
@@ -285,14 +292,15 @@ class PretrainingRun:
                         tokenizer=self.tokenizer,
                         keep=args.keep_checkpoints,
                     )
-                if step >= args.max_steps:
+                if step >= stop_step:
                     break
             else:  # the epoch ran out before max_steps
                 epoch, position = epoch + 1, 0
         progress.close()
-        writer.write({"step": step, **self.evaluate(engine)})
+        if step == args.max_steps:
+            writer.write({"step": step, **self.evaluate(engine)})
+            self._finish(checkpoint_root)
         writer.close()
-        self._finish(checkpoint_root)
         return last_losses
 
     @torch.no_grad()

@@ -1,0 +1,66 @@
+"""Helpers for running the real `deepspeed` launcher on the CPU (gloo) in tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "pretrain_worker.py"
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory) -> Path:
+    """One SynthScenes cache shared by every DeepSpeed test of the session."""
+    return tmp_path_factory.mktemp("synth_cache")
+
+
+def run_pretrain(
+    output_dir: Path,
+    cache: Path,
+    *extra: str,
+    num_procs: int = 2,
+    config: str = "cpu_fp32.json",
+    env: dict | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """`deepspeed --num_gpus N pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
+    command = [
+        sys.executable,
+        "-m",
+        "deepspeed.launcher.runner",
+        "--num_gpus",
+        str(num_procs),
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        str(WORKER),
+        "--deepspeed",
+        str(REPO / "ds_configs" / config),
+        "--preset",
+        "tiny",
+        "--synth-train-images",
+        "120",
+        "--synth-eval-images",
+        "20",
+        "--output-dir",
+        str(output_dir),
+        "--no-cloze",
+        *extra,
+    ]
+    full_env = {**os.environ, "ERNIEVIL_DS_CACHE": str(cache), "OMP_NUM_THREADS": "1", **(env or {})}
+    result = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=REPO, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"deepspeed exited with {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def train_records(output_dir: Path) -> list[dict]:
+    lines = (output_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "loss" in r]

@@ -1,0 +1,50 @@
+"""Cloze scoring rules and the metrics plot, on hand-made inputs."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from ernievil_ds.training.cloze import format_cloze_table, node_hits
+from ernievil_ds.training.plot import plot_metrics
+
+
+def test_a_multi_wordpiece_node_is_right_only_when_every_wordpiece_is():
+    vocab = 10
+    labels = torch.tensor([1, 2, 3, 4, 5, 6])
+    logits = torch.zeros(6, vocab)
+    # node A (rows 0-1): both right at top 1.
+    logits[0, 1] = logits[1, 2] = 5.0
+    # node B (rows 2-4, e.g. "on top of"): the middle WordPiece is only second best -> top-1 wrong, top-5 right.
+    logits[2, 3] = 5.0
+    logits[3, 9], logits[3, 4] = 5.0, 4.0
+    logits[4, 5] = 5.0
+    # node C (row 5): the true id is below five others -> wrong at top 1 and top 5.
+    logits[5, [0, 1, 2, 3, 4]] = torch.tensor([9.0, 8.0, 7.0, 6.0, 5.0])
+    targets = [{"positions": [1, 2]}, {"positions": [4, 5, 6]}, {"positions": [3]}]
+    assert node_hits(logits, labels, targets) == [(True, True), (False, True), (False, False)]
+
+
+def test_cloze_table_lists_each_node_type_and_the_gap():
+    results = {
+        "true_image": {
+            t: {"top1": 0.9, "top5": 1.0, "count": 10} for t in ("object", "attribute", "relation")
+        },
+        "mismatched_image": {
+            t: {"top1": 0.2, "top5": 0.5, "count": 10} for t in ("object", "attribute", "relation")
+        },
+        "gap_top1": {t: 0.7 for t in ("object", "attribute", "relation")},
+    }
+    table = format_cloze_table(results)
+    assert "relation" in table and "+0.700" in table and "0.900" in table
+
+
+def test_plot_draws_a_png_from_metrics(tmp_path):
+    records = [
+        {"step": s, "loss": 10 - s, "mlm_loss": 5 - s / 2, "loss_scale": 2.0**16, "samples_per_sec": 100.0}
+        for s in range(1, 6)
+    ] + [{"step": 5, "eval_loss": 4.0, "eval_mlm_loss": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    png = plot_metrics(tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -1,0 +1,69 @@
+"""The pretraining job's argument errors, checked before any DeepSpeed engine is built."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from ernievil_ds.training.pretrain import PretrainingRun, add_pretrain_arguments
+
+CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return add_pretrain_arguments(argparse.ArgumentParser()).parse_args(list(argv))
+
+
+def test_batch_sizes_that_do_not_fit_the_world_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    args = parse(
+        "--deepspeed", str(CONFIGS / "v100_8.json"), "--output-dir", str(tmp_path), "--max-steps", "2"
+    )
+    with pytest.raises(
+        ValueError, match=r"do not fit this world of 3 processes.*= 192, but train_batch_size=512"
+    ):
+        PretrainingRun.prepare(args)
+
+
+def test_unknown_preset(tmp_path):
+    args = parse(
+        "--deepspeed",
+        str(CONFIGS / "cpu_fp32.json"),
+        "--output-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--preset",
+        "xl",
+    )
+    with pytest.raises(ValueError, match=r"Unknown ERNIE-ViL preset 'xl'"):
+        PretrainingRun.prepare(args)
+
+
+def test_missing_data_directory(tmp_path):
+    missing = tmp_path / "no_such_data"
+    args = parse(
+        "--deepspeed",
+        str(CONFIGS / "cpu_fp32.json"),
+        "--output-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--preset",
+        "tiny",
+        "--data-dir",
+        str(missing),
+    )
+    with pytest.raises(FileNotFoundError, match=r"--data-dir .*no_such_data does not exist"):
+        PretrainingRun.prepare(args)
+
+
+def test_missing_model_config_and_bad_max_steps(tmp_path):
+    common = ("--deepspeed", str(CONFIGS / "cpu_fp32.json"), "--output-dir", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="--model-config"):
+        PretrainingRun.prepare(parse(*common, "--max-steps", "2", "--model-config", str(tmp_path / "c.json")))
+    with pytest.raises(ValueError, match="--max-steps must be at least 1"):
+        PretrainingRun.prepare(parse(*common, "--max-steps", "0"))
