@@ -1,11 +1,11 @@
 """``SceneGraphParser``: captions in, scene-graph dicts out, streamed in input order.
 
 One process runs ``nlp.pipe`` with the ``ernievil_scene_graph_v1`` component at the end of the
-pipeline. With ``n_process > 1`` each worker process loads the pipeline once and parses whole
-chunks of ``batch_size`` captions with ``nlp.pipe``, sending back only the graphs: spaCy's own
-``nlp.pipe(n_process=...)`` sends every Doc back and rebuilds it in the parent, which then becomes
-the bottleneck. At most two chunks per worker are in flight, so memory does not grow with the input.
-"""
+pipeline. With ``n_process > 1`` each worker process holds the pipeline (inherited when forked,
+else loaded once) and parses whole chunks of ``batch_size`` captions with ``nlp.pipe``, sending
+back only the graphs: spaCy's own ``nlp.pipe(n_process=...)`` sends every Doc back and rebuilds it
+in the parent, which then becomes the bottleneck. At most two chunks per worker are in flight, so
+memory does not grow with the input."""
 
 from __future__ import annotations
 
@@ -155,6 +155,8 @@ class SceneGraphParser:
 
     def _parse_in_workers(self, chunks: Iterator[list[object]]) -> Iterator[dict]:
         """``parse_stream`` over a pool of ``n_process`` workers, a bounded number of chunks ahead."""
+        global _worker_nlp
+        _worker_nlp = self.nlp  # forked workers inherit it; spawned ones load their own
         settings = (self.spacy_model, self.with_predicate)
         with multiprocessing.get_context().Pool(self.n_process, _init_worker, settings) as pool:
             pending: deque = deque()
@@ -172,9 +174,10 @@ _worker_nlp = None
 
 
 def _init_worker(spacy_model: str, with_predicate: str | None) -> None:
-    """Load the pipeline once per worker process."""
+    """Load the pipeline once per worker process, unless the worker was forked with it."""
     global _worker_nlp
-    _worker_nlp = load_pipeline(spacy_model, with_predicate=with_predicate)
+    if _worker_nlp is None:
+        _worker_nlp = load_pipeline(spacy_model, with_predicate=with_predicate)
 
 
 def _parse_in_worker(values: list[object], batch_size: int, max_chars: int) -> list[dict]:
