@@ -12,9 +12,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets.features.features import Array2DExtensionType
+from datasets.table import InMemoryTable
 
-from ernievil_ds.data.schema import MANIFEST, PAIR_FEATURES, image_features
+from ernievil_ds.data.schema import FEATURE_DIM, MANIFEST, NUM_DETECTOR_CLASSES, PAIR_FEATURES, image_features
 
 SHARD_STATS = "import_stats.json"
 
@@ -78,25 +81,46 @@ def load_table(table_dir: Path) -> Dataset:
     return concatenate_datasets(shards) if len(shards) > 1 else shards[0]
 
 
+def _ragged_matrices(arrays: list[np.ndarray], width: int, dtype: str) -> pa.ExtensionArray:
+    """An ``Array2D((None, width))`` Arrow column from per-row (num_boxes, width) arrays, built in bulk."""
+    counts = np.array([len(a) for a in arrays], dtype=np.int32)
+    values = pa.array(
+        np.concatenate([np.asarray(a, dtype=dtype).reshape(-1, width) for a in arrays]).reshape(-1)
+    )
+    rows = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, counts.sum() * width + 1, width, dtype=np.int32)), values
+    )
+    outer = pa.ListArray.from_arrays(
+        pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)), rows
+    )
+    return pa.ExtensionArray.from_storage(Array2DExtensionType(shape=(None, width), dtype=dtype), outer)
+
+
 def images_dataset(records: list[dict], with_class_distribution: bool) -> Dataset:
     """Build an images-table ``Dataset`` from image records.
 
     Each record has ``image_id``, ``width``, ``height``, ``boxes`` (num_boxes, 4) pixel x1, y1, x2, y2,
     ``features`` (num_boxes, 2048) and, when ``with_class_distribution``, ``cls_prob`` (num_boxes, 1601).
     """
+    features = image_features(with_class_distribution)
+    if not records:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
     columns = {
-        "image_id": [r["image_id"] for r in records],
-        "width": [int(r["width"]) for r in records],
-        "height": [int(r["height"]) for r in records],
-        "num_boxes": [len(r["boxes"]) for r in records],
-        "boxes": [np.asarray(r["boxes"], dtype=np.float32) for r in records],
-        "features": [np.asarray(r["features"], dtype=np.float16) for r in records],
+        "image_id": pa.array([r["image_id"] for r in records], pa.string()),
+        "width": pa.array([int(r["width"]) for r in records], pa.int32()),
+        "height": pa.array([int(r["height"]) for r in records], pa.int32()),
+        "num_boxes": pa.array([len(r["boxes"]) for r in records], pa.int32()),
+        "boxes": _ragged_matrices([r["boxes"] for r in records], 4, "float32"),
+        "features": _ragged_matrices([r["features"] for r in records], FEATURE_DIM, "float16"),
     }
     if with_class_distribution:
-        columns["cls_prob"] = [np.asarray(r["cls_prob"], dtype=np.float16) for r in records]
-    return Dataset.from_dict(columns, features=image_features(with_class_distribution))
+        columns["cls_prob"] = _ragged_matrices(
+            [r["cls_prob"] for r in records], NUM_DETECTOR_CLASSES, "float16"
+        )
+    return Dataset(InMemoryTable(pa.Table.from_pydict(columns, schema=features.arrow_schema)))
 
 
 def pairs_dataset(columns: dict[str, list]) -> Dataset:
-    """Build a pairs-table ``Dataset`` from complete columns (see ``schema.PAIR_FEATURES``)."""
-    return Dataset.from_dict(columns, features=PAIR_FEATURES)
+    """Build a pairs-table ``Dataset`` from complete columns (see ``schema.PAIR_FEATURES``), converted
+    by Arrow in bulk."""
+    return Dataset(InMemoryTable(pa.Table.from_pydict(columns, schema=PAIR_FEATURES.arrow_schema)))

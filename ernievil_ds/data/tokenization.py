@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 
 from ernievil_ds.data.schema import NODE_TYPES
@@ -37,9 +38,18 @@ def graph_nodes(graph: dict) -> list[tuple[int, str, tuple[int, int]]]:
     ]
 
 
-def span_wordpieces(offsets: list[tuple[int, int]], start: int, end: int) -> list[int]:
-    """Indices of the WordPieces whose character offsets overlap ``[start, end)`` (special tokens never do)."""
-    return [i for i, (s, e) in enumerate(offsets) if e > s and s < end and e > start]
+class _SpanIndex:
+    """The WordPieces overlapping a character span, by binary search over a caption's offsets (sorted once
+    the special tokens, whose offsets are empty, are left out)."""
+
+    def __init__(self, offsets: list[tuple[int, int]]) -> None:
+        self.positions = [i for i, (s, e) in enumerate(offsets) if e > s]
+        self.starts = [offsets[i][0] for i in self.positions]
+        self.ends = [offsets[i][1] for i in self.positions]
+
+    def wordpieces(self, start: int, end: int) -> list[int]:
+        first, last = bisect.bisect_right(self.ends, start), bisect.bisect_left(self.starts, end)
+        return self.positions[first:last]
 
 
 def annotate_pairs(captions: list[str], graphs: list[dict], tokenizer) -> dict[str, list]:
@@ -60,5 +70,6 @@ def annotate_pairs(captions: list[str], graphs: list[dict], tokenizer) -> dict[s
         columns["node_types"].append([t for t, _, _ in nodes])
         columns["node_names"].append([name for _, name, _ in nodes])
         columns["node_spans"].append([list(span) for _, _, span in nodes])
-        columns["node_wordpieces"].append([span_wordpieces(offsets, *span) for _, _, span in nodes])
+        index = _SpanIndex(offsets)
+        columns["node_wordpieces"].append([index.wordpieces(*span) for _, _, span in nodes])
     return columns
