@@ -84,7 +84,8 @@ class PretrainingDataset(torch.utils.data.Dataset):
     3 relation), ``node_names`` list[str], ``node_spans`` (num_nodes, 2) character offsets (a node's text is
     ``caption[start:end]``) and ``node_wordpieces`` (one int32 array of token positions per node), and the
     image as ``features`` (num_boxes, 2048) float16, ``boxes`` (num_boxes, 4) float32 pixel x1, y1, x2, y2,
-    ``cls_prob`` (num_boxes, 1601) float16 or ``None``, ``width`` and ``height``.
+    ``cls_prob`` (num_boxes, 1601) float16 or ``None``, ``width`` and ``height``. The arrays are read-only
+    views of the memory-mapped files: copy one before writing to it.
     """
 
     def __init__(self, pairs, images) -> None:

@@ -7,6 +7,10 @@ chosen spatial relation with a wide margin; the relation of every placed pair is
 attribute), each object once, so a masked colour or relation can only be recovered from the image.
 Region features are detector-like: fixed random embeddings of noun, colour, size and material plus noise,
 projected to 2048-d, with a class distribution over the 1601 detector classes peaked at the noun's class.
+
+Relation phrases have 1 to 4 WordPieces ("above", "next to", "on top of", "to the left of"), and span
+masking keeps their count: a text-only guess from the number of [MASK]s alone gets about 0.6 of masked
+relations right (per node). Compare relation accuracy with the mismatched-image control, not with 1/7.
 """
 
 from __future__ import annotations
