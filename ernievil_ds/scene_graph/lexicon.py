@@ -63,6 +63,9 @@ POSITION_MODIFIERS = frozenset(
 #: Verb lemmas written two ways in captions, mapped to one relation name ("lying on" = "laying on").
 VERB_LEMMA_ALIASES = {"lie": "lay"}
 
+#: Prepositions written several ways, named by the common one.
+PREPOSITION_ALIASES = {"beneath": "under", "underneath": "under"}
+
 #: Colour words, so that a shade before one merges with it: "dark green", "light blue".
 COLOUR_WORDS = frozenset(
     {

@@ -26,6 +26,7 @@ from ernievil_ds.scene_graph.lexicon import (
     MATERIAL_NOUNS,
     NUMBER_WORDS,
     POSITION_MODIFIERS,
+    PREPOSITION_ALIASES,
     PREPOSITION_HEADS,
     PRONOUN_NUMBER,
     QUANTIFIER_WORDS,
@@ -128,16 +129,16 @@ def _is_short_cvc(word: str) -> bool:
 
 
 def is_noun(token: Token) -> bool:
-    """A noun, or a caption's first word mis-tagged as a bare verb that has nothing a verb has
-    ("surfer sitting on board", "gravel in between the tracks")."""
+    """A noun, or a noun the small pipeline tagged as a verb form where no verb can be: a caption's
+    first word with nothing a verb has ("awning on the building", "surfer sitting on board"), or
+    the object of a preposition ("hanging from building")."""
     if token.pos_ in NOUN_POS:
-        return True
-    return (
-        token.i == 0
-        and token.tag_ == "VB"
-        and token.dep_ == "ROOT"
-        and not any(c.dep_ in VERB_ARGUMENT_DEPS for c in token.children)
-    )
+        return token.dep_ != "amod"  # "red" in "red towel" tagged as a proper noun
+    if token.tag_ not in ("VB", "VBG") or any(c.dep_ in VERB_ARGUMENT_DEPS for c in token.children):
+        return False
+    if token.dep_ == "ROOT":
+        return all(t.pos_ == "DET" for t in token.doc[: token.i])
+    return token.dep_ in ("pobj", "pcomp") and not any(True for _ in token.children)
 
 
 def of_complement(token: Token) -> Token | None:
@@ -189,7 +190,8 @@ def find_objects(doc: Doc) -> list[ObjectNode]:
         if is_quantity_head(token) or is_spatial_noun(token):
             continue
         start = name_start(doc, token)
-        name = doc[start : token.i].text_with_ws.lower() + token.lemma_.lower()
+        head_name = token.lemma_ if token.pos_ in NOUN_POS else token.text  # "awning", not "awne"
+        name = doc[start : token.i].text_with_ws.lower() + head_name.lower()
         objects.append(ObjectNode(head=token.i, start=start, end=token.i + 1, name=name))
     return objects
 
@@ -364,11 +366,16 @@ def is_attribute_modifier(token: Token, node: ObjectNode) -> bool:
 
 def is_bare_participle(token: Token) -> bool:
     """A participle that says what its subject is doing without relating it to anything: "two
-    women skiing", "a cat resting sideways"."""
+    women skiing", "a cat resting sideways" (not "the rope the man is holding", whose noun is
+    what the participle acts on)."""
     return (
         token.tag_ in ("VBG", "VBN")
         and token.dep_ in ("acl", "relcl", "ROOT")
         and not any(c.dep_ in RELATION_ARGUMENT_DEPS or opens_preposition(c) for c in token.children)
+        and not (
+            token.dep_ == "relcl"
+            and any(c.dep_ == "nsubj" and c.lower_ not in RELATIVE_PRONOUNS for c in token.children)
+        )
     )
 
 
@@ -434,7 +441,7 @@ def read_preposition(prep: Token) -> Preposition | None:
         direction = complement.lower_ in DIRECTION_NOUNS
         words = (complement.lower_, "of") if direction else (prep.lower_, complement.lower_, "of")
         return Preposition(words, prep.i, of.i + 1, of_complement(complement))
-    return Preposition((prep.lower_,), prep.i, prep.i + 1, complement)
+    return Preposition((PREPOSITION_ALIASES.get(prep.lower_, prep.lower_),), prep.i, prep.i + 1, complement)
 
 
 def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predicate: str, add) -> None:
