@@ -23,11 +23,13 @@ from ernievil_ds.data import captions as caption_readers
 from ernievil_ds.data.region_features import FEATURE_READERS, decode_region_record
 from ernievil_ds.data.schema import IMAGES_DIR, PAIR_FEATURES, PAIRS_DIR
 from ernievil_ds.data.storage import (
+    JOB,
     completed_shards,
     images_dataset,
     pairs_dataset,
     read_manifest,
     shard_stats,
+    table_source,
     write_manifest,
     write_shard,
 )
@@ -38,7 +40,6 @@ logger = get_logger(__name__)
 
 #: How many malformed record ids an import report keeps.
 MAX_REPORTED = 10
-_JOB = ".job.json"
 _RAW_PAIR_FEATURES = Features(
     {key: Value("string") for key in ("pair_id", "image_id", "caption", "given_graph")}
 )
@@ -82,11 +83,7 @@ def _start_job(table_dir: Path, source: dict) -> dict | None:
     Raises:
         ValueError: when the table holds (or was being written from) a different source.
     """
-    manifest = read_manifest(table_dir)
-    job_path = table_dir / _JOB
-    previous = (
-        manifest["source"] if manifest else json.loads(job_path.read_text()) if job_path.is_file() else None
-    )
+    previous, manifest = table_source(table_dir), read_manifest(table_dir)
     if previous is not None and previous != source:
         raise ValueError(
             f"{table_dir} holds {'a finished' if manifest else 'an unfinished'} import of {previous}, not of "
@@ -95,7 +92,7 @@ def _start_job(table_dir: Path, source: dict) -> dict | None:
     if manifest:
         return manifest["report"]
     table_dir.mkdir(parents=True, exist_ok=True)
-    job_path.write_text(json.dumps(source))
+    (table_dir / JOB).write_text(json.dumps(source))
     return None
 
 
@@ -144,7 +141,7 @@ def write_table(
     for index in completed_shards(table_dir):
         report.add(shard_stats(table_dir, index))
     write_manifest(table_dir, {"source": source, "report": asdict(report)})
-    (table_dir / _JOB).unlink()
+    (table_dir / JOB).unlink()
     if report.malformed:
         logger.warning("%s: %s", table_dir, report.summary())
     else:

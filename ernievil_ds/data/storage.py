@@ -20,6 +20,7 @@ from datasets.table import InMemoryTable
 from ernievil_ds.data.schema import FEATURE_DIM, MANIFEST, NUM_DETECTOR_CLASSES, PAIR_FEATURES, image_features
 
 SHARD_STATS = "import_stats.json"
+JOB = ".job.json"  # the source of an import in progress
 
 
 def shard_dir(table_dir: Path, index: int) -> Path:
@@ -59,6 +60,15 @@ def write_manifest(table_dir: Path, manifest: dict) -> None:
     partial = table_dir / f".{MANIFEST}.partial"
     partial.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     partial.rename(table_dir / MANIFEST)
+
+
+def table_source(table_dir: Path) -> dict | None:
+    """What a table holds or is being written from: its manifest's source, else an unfinished job's."""
+    manifest = read_manifest(table_dir)
+    if manifest is not None:
+        return manifest["source"]
+    job = table_dir / JOB
+    return json.loads(job.read_text()) if job.is_file() else None
 
 
 def clear_table(table_dir: Path) -> None:

@@ -27,6 +27,7 @@ from ernievil_ds.data.storage import (
     images_dataset,
     pairs_dataset,
     read_manifest,
+    table_source,
     write_manifest,
     write_shard,
 )
@@ -330,11 +331,11 @@ def build_synth_scenes(
 ) -> Path:
     """Write SynthScenes in the importers' on-disk format, with "train" and "eval" splits.
 
-    Reuses a complete directory built with the same settings; a complete one built with other settings
-    is an error rather than silently overwritten.
+    Reuses a complete directory built with the same settings; data from anything else (other settings,
+    an import) is an error rather than silently overwritten.
 
     Raises:
-        ValueError: when ``output_dir`` holds SynthScenes built with different settings, or counts < 1.
+        ValueError: when ``output_dir`` holds other data, or a count is < 1.
     """
     output_dir = Path(output_dir)
     for name, value in (("num_train_images", num_train_images), ("num_eval_images", num_eval_images)):
@@ -348,13 +349,13 @@ def build_synth_scenes(
         "captions_per_image": captions_per_image,
     }
     tables = [output_dir / IMAGES_DIR] + [output_dir / PAIRS_DIR / s for s in _SPLITS]
-    manifests = [read_manifest(t) for t in tables]
-    if all(m is not None for m in manifests):
-        if any(m.get("settings") != settings for m in manifests):
-            raise ValueError(
-                f"{output_dir} already holds data built with {manifests[0].get('settings')}, not {settings}: "
-                "choose another directory"
-            )
+    sources = [table_source(t) for t in tables]
+    foreign = [s for s in sources if s is not None and s != settings]
+    if foreign:
+        raise ValueError(
+            f"{output_dir} already holds data from {foreign[0]}, not SynthScenes {settings}: choose another directory"
+        )
+    if all(read_manifest(t) is not None for t in tables):
         logger.info("SynthScenes already complete in %s", output_dir)
         return output_dir
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
@@ -367,8 +368,8 @@ def build_synth_scenes(
         columns = {key: [p[key] for p in pairs] for key in ("pair_id", "image_id", "caption", "scene_graph")}
         columns |= annotate_pairs(columns["caption"], columns["scene_graph"], tokenizer)
         write_shard(pairs_dataset(columns), output_dir / PAIRS_DIR / split, 0)
-        write_manifest(output_dir / PAIRS_DIR / split, {"settings": settings, "num_pairs": len(pairs)})
+        write_manifest(output_dir / PAIRS_DIR / split, {"source": settings, "num_pairs": len(pairs)})
     write_shard(images_dataset(all_images, with_class_distribution=True), output_dir / IMAGES_DIR, 0)
-    write_manifest(output_dir / IMAGES_DIR, {"settings": settings, "num_images": len(all_images)})
+    write_manifest(output_dir / IMAGES_DIR, {"source": settings, "num_images": len(all_images)})
     logger.info("SynthScenes: %d images written to %s", len(all_images), output_dir)
     return output_dir

@@ -7,7 +7,7 @@ import json
 import pytest
 from word_parser import WordParser
 
-from ernievil_ds.data import prepare
+from ernievil_ds.data import build_synth_scenes, prepare
 from ernievil_ds.data.prepare import import_captions
 from ernievil_ds.data.storage import load_table
 
@@ -153,3 +153,13 @@ def test_a_different_source_is_refused(tmp_path):
         _import("cc", [_cc_file(tmp_path / "b.tsv", 3)], tmp_path / "out")
     with pytest.raises(FileNotFoundError, match=r"missing\.tsv"):
         _import("cc", [tmp_path / "missing.tsv"], tmp_path / "other")
+
+
+def test_imports_and_synthscenes_never_overwrite_each_other(tmp_path, synth_dir, tokenizer):
+    with pytest.raises(ValueError, match="synth"):
+        _import("cc", [_cc_file(tmp_path / "a.tsv", 2)], synth_dir)
+    _import("cc", [tmp_path / "a.tsv"], tmp_path / "out")
+    with pytest.raises(ValueError, match="captions"):
+        build_synth_scenes(
+            tmp_path / "out", num_train_images=2, num_eval_images=1, seed=0, tokenizer=tokenizer
+        )
