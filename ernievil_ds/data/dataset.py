@@ -6,6 +6,7 @@ once when the dataset opens: no Arrow list becomes a Python list, and no row is 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +32,13 @@ def _leaf_numpy(array: pa.Array) -> np.ndarray:
 
 
 class _ListColumn:
-    """Row access to a list column (``list<x>``, ``list<list<x>>`` or ``list<fixed_size_list<x>>``) by numpy views.
+    """Row access to a list column (``list<x>``, ``list<list<x>>``, ``list<fixed_size_list<x>>``) as numpy views.
 
     Arrow ``take`` on a chunked nested column concatenates the whole column first; here each row is a
     slice of its chunk's leaf buffer, found through offsets read once.
     """
 
     def __init__(self, column: pa.ChunkedArray, width: int = 1, nested: bool = False) -> None:
-        self.width, self.nested = width, nested
         self.leaves, self.inner_offsets, starts, ends, chunk_ids = [], [], [], [], []
         for k, chunk in enumerate(column.chunks):
             storage = _list_storage(chunk)
@@ -55,16 +55,23 @@ class _ListColumn:
         self.starts, self.ends = np.concatenate(starts), np.concatenate(ends)
         self.chunk_ids = np.concatenate(chunk_ids)
 
-    def __getitem__(self, row: int) -> np.ndarray | list[np.ndarray]:
-        k, a, b = self.chunk_ids[row], self.starts[row], self.ends[row]
-        inner = self.inner_offsets[k]
-        if inner is None:
-            return self.leaves[k][a:b]
-        return [self.leaves[k][s:e] for s, e in zip(inner[a:b], inner[a + 1 : b + 1])]
+    def take(self, rows: np.ndarray) -> list[np.ndarray] | list[list[np.ndarray]]:
+        """The given rows: one array each, or for a nested column one list of arrays each."""
+        rows_out = []
+        for k, a, b in zip(
+            self.chunk_ids[rows].tolist(), self.starts[rows].tolist(), self.ends[rows].tolist()
+        ):
+            leaf, inner = self.leaves[k], self.inner_offsets[k]
+            if inner is None:
+                rows_out.append(leaf[a:b])
+            else:
+                bounds = inner[a : b + 1].tolist()
+                rows_out.append([leaf[s:e] for s, e in itertools.pairwise(bounds)])
+        return rows_out
 
 
 class _ScalarColumn:
-    """Row access to a column of scalars (strings, ints) or lists of strings as Python objects."""
+    """Row access to a column of scalars (strings, ints) or of lists of strings, as Python objects."""
 
     def __init__(self, column: pa.ChunkedArray) -> None:
         self.chunks = column.chunks
@@ -72,8 +79,12 @@ class _ScalarColumn:
         self.chunk_ids = np.repeat(np.arange(len(lengths)), lengths)
         self.local = np.arange(sum(lengths)) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
 
-    def __getitem__(self, row: int):
-        return self.chunks[self.chunk_ids[row]][self.local[row]].as_py()
+    def take(self, rows: np.ndarray) -> list:
+        """The given rows as Python objects."""
+        chunks = self.chunks
+        return [
+            chunks[k][i].as_py() for k, i in zip(self.chunk_ids[rows].tolist(), self.local[rows].tolist())
+        ]
 
 
 class PretrainingDataset(torch.utils.data.Dataset):
@@ -144,15 +155,15 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return len(self._pair_rows)
 
     def __getitem__(self, index: int) -> dict:
-        pair_row, image_row = self._pair_rows[index], self._image_rows[index]
-        example = {name: column[pair_row] for name, column in self._pair_columns.items()}
-        for name, column in self._image_columns.items():
-            example[name] = column[image_row] if column is not None else None
-        example["width"], example["height"] = (int(v) for v in self._sizes[image_row])
-        return example
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict]:
-        return [self[i] for i in indices]
+        pair_rows, image_rows = self._pair_rows[indices], self._image_rows[indices]
+        columns = {name: column.take(pair_rows) for name, column in self._pair_columns.items()}
+        for name, column in self._image_columns.items():
+            columns[name] = column.take(image_rows) if column is not None else [None] * len(indices)
+        columns["width"], columns["height"] = self._sizes[image_rows].T.tolist()
+        return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
 def load_pretraining_split(data_dir: str | Path, split: str = "train") -> PretrainingDataset:

@@ -66,7 +66,8 @@ def table_source(table_dir: Path) -> dict | None:
     """What a table holds or is being written from: its manifest's source, else an unfinished job's."""
     manifest = read_manifest(table_dir)
     if manifest is not None:
-        return manifest["source"]
+        # SynthScenes directories written before manifests named their source kept it under "settings".
+        return manifest.get("source", manifest.get("settings"))
     job = table_dir / JOB
     return json.loads(job.read_text()) if job.is_file() else None
 
