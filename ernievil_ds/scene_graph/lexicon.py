@@ -63,6 +63,13 @@ POSITION_MODIFIERS = frozenset(
 #: Verb lemmas written two ways in captions, mapped to one relation name ("lying on" = "laying on").
 VERB_LEMMA_ALIASES = {"lie": "lay"}
 
+#: Containers before "of", with where their content is: "a plate of food" -> food on plate.
+CONTAINER_NOUNS = {
+    "plate": "on", "tray": "on", "platter": "on", "dish": "on", "glass": "in", "cup": "in", "bowl": "in",
+    "basket": "in", "box": "in", "bottle": "in", "jar": "in", "bag": "in", "mug": "in", "pot": "in",
+    "bucket": "in", "vase": "in", "carton": "in", "pan": "in", "container": "in", "crate": "in",
+}  # fmt: skip
+
 #: Prepositions written several ways, named by the common one.
 PREPOSITION_ALIASES = {"beneath": "under", "underneath": "under"}
 

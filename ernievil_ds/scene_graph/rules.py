@@ -22,6 +22,7 @@ from ernievil_ds.scene_graph.lexicon import (
     CLOTHING_NOUNS,
     COLLECTIVE_NOUNS,
     COLOUR_WORDS,
+    CONTAINER_NOUNS,
     DIRECTION_NOUNS,
     MATERIAL_NOUNS,
     NUMBER_WORDS,
@@ -448,7 +449,8 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
     """The relation a preposition makes between what it hangs on and its noun.
 
     On a noun: the preposition itself ("stove in kitchen"), "of" turned around into have ("the seat
-    of the toilet" -> toilet have seat), clothing after in/with -> wear. On a verb: lemma +
+    of the toilet" -> toilet have seat) or, after a container, into where the content is ("a plate
+    of food" -> food on plate), clothing after in/with -> wear. On a verb: lemma +
     preposition ("sitting on" -> "sit on"), or the bare preposition after a copula.
     """
     anchor = prep.head
@@ -485,7 +487,8 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
                 start = anchor.i
     elif anchor.pos_ in NOUN_POS:
         if name == "of":
-            add(objects_, subjects, "have", start, end)
+            # "the seat of the toilet" -> toilet have seat; "a plate of food" -> food on plate.
+            add(objects_, subjects, CONTAINER_NOUNS.get(anchor.lemma_.lower(), "have"), start, end)
             return
         if name in ("in", "with") and phrase.complement.lemma_.lower() in CLOTHING_NOUNS:
             name = "wear"

@@ -78,6 +78,11 @@ CAPTIONS = {
         ("a bunch of bananas on a plate", [("banana", "bananas"), ("plate", "plate")], [],
          [("banana", "on", "plate", "on")]),
     ],
+    "of: parts and containers": [
+        ("the seat of the toilet", [("seat", "seat"), ("toilet", "toilet")], [], [("toilet", "have", "seat", "of")]),
+        ("a cup of coffee on the table", [("cup", "cup"), ("coffee", "coffee"), ("table", "table")], [],
+         [("coffee", "in", "cup", "of"), ("cup", "on", "table", "on")]),
+    ],
     "coordinated subjects and objects": [
         ("a man and a woman riding horses", [("man", "man"), ("woman", "woman"), ("horse", "horses")], [],
          [("man", "ride", "horse", "riding"), ("woman", "ride", "horse", "riding")]),
