@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from word_parser import WordParser
 
 from ernievil_ds.data import build_synth_scenes, prepare
 from ernievil_ds.data.prepare import import_captions
 from ernievil_ds.data.storage import load_table
+from tests.data.word_parser import WordParser
 
 
 def _import(format, inputs, out, **kwargs):

@@ -9,11 +9,11 @@ import pickle
 import lmdb
 import numpy as np
 import pytest
-from word_parser import WordParser
 
 from ernievil_ds.data import SGPCollator, load_pretraining_split
 from ernievil_ds.data.prepare import import_captions, import_region_features
 from ernievil_ds.data.storage import load_table
+from tests.data.word_parser import WordParser
 
 
 def _b64(array: np.ndarray) -> str:
