@@ -295,9 +295,13 @@ class Referents:
             return self.subjects_of(verb.head)
         return []
 
+    def is_verb(self, token: Token) -> bool:
+        """A verb, and not one of the verb-tagged nouns ``is_noun`` takes for objects."""
+        return token.pos_ in VERB_POS and token.i not in self.index
+
     def owners_of(self, token: Token) -> list[int]:
         """Who a relation hanging on ``token`` is about: the noun itself, or the verb's subjects."""
-        if token.pos_ in VERB_POS:
+        if self.is_verb(token):
             return self.subjects_of(token)
         return self.of(token)
 
@@ -474,7 +478,7 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
         subjects, objects_ = referents.of(held), subjects
     name = " ".join(phrase.words)
     start, end = phrase.start, phrase.end
-    if anchor.pos_ in VERB_POS:
+    if referents.is_verb(anchor):
         possession = (
             next((c for c in anchor.children if c.dep_ == "dobj"), None) if anchor.lemma_ == "have" else None
         )
@@ -485,7 +489,7 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
             name = f"{verb_name(anchor)} {name}"
             if all(t.pos_ in SPAN_GAP_POS for t in doc[anchor.i + 1 : phrase.start]):
                 start = anchor.i
-    elif anchor.pos_ in NOUN_POS:
+    elif anchor.pos_ in NOUN_POS or anchor.i in referents.index:
         if name == "of":
             # "the seat of the toilet" -> toilet have seat; "a plate of food" -> food on plate.
             add(objects_, subjects, CONTAINER_NOUNS.get(anchor.lemma_.lower(), "have"), start, end)
