@@ -70,6 +70,14 @@ CONTAINER_NOUNS = {
     "bucket": "in", "vase": "in", "carton": "in", "pan": "in", "container": "in", "crate": "in",
 }  # fmt: skip
 
+#: Body parts: "holding a cup in his hand" says where the cup is (cup in hand).
+BODY_PART_NOUNS = frozenset(
+    {
+        "hand", "mouth", "head", "arm", "lap", "finger", "paw", "tooth", "trunk", "shoulder", "foot",
+        "leg", "neck", "ear", "face", "lip", "wrist", "hip", "knee", "beak", "claw", "fist", "palm",
+    }
+)  # fmt: skip
+
 #: Prepositions written several ways, named by the common one.
 PREPOSITION_ALIASES = {"beneath": "under", "underneath": "under"}
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ernievil_ds.scene_graph.lexicon import (
+    BODY_PART_NOUNS,
     CLOTHING_NOUNS,
     COLLECTIVE_NOUNS,
     COLOUR_WORDS,
@@ -479,12 +480,13 @@ def preposition_relation(doc: Doc, prep: Token, referents: Referents, with_predi
     name = " ".join(phrase.words)
     start, end = phrase.start, phrase.end
     if referents.is_verb(anchor):
-        possession = (
-            next((c for c in anchor.children if c.dep_ == "dobj"), None) if anchor.lemma_ == "have" else None
-        )
-        if possession is not None:
-            # "the man has a glass in his hand": the glass is in the hand.
-            subjects = referents.of(possession)
+        held = next((c for c in anchor.children if c.dep_ == "dobj"), None)
+        if held is not None and (
+            anchor.lemma_ == "have" or phrase.complement.lemma_.lower() in BODY_PART_NOUNS
+        ):
+            # "the man has a glass in his hand", "a man holding a cup in his hand": the glass, the
+            # cup is in the hand.
+            subjects = referents.of(held)
         elif anchor.lemma_ != "be":
             name = f"{verb_name(anchor)} {name}"
             if all(t.pos_ in SPAN_GAP_POS for t in doc[anchor.i + 1 : phrase.start]):

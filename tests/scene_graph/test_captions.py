@@ -93,7 +93,7 @@ CAPTIONS = {
         ("a dog with a ball in its mouth", [("dog", "dog"), ("ball", "ball"), ("mouth", "mouth")], [],
          [("ball", "in", "mouth", "in"), ("dog", "have", "mouth", "its"), ("dog", "with", "ball", "with")]),
         ("a man holding a phone in his hand", [("man", "man"), ("phone", "phone"), ("hand", "hand")], [],
-         [("man", "have", "hand", "his"), ("man", "hold", "phone", "holding"), ("man", "hold in", "hand", "in")]),
+         [("man", "have", "hand", "his"), ("man", "hold", "phone", "holding"), ("phone", "in", "hand", "in")]),
     ],
     "there is / there are": [
         ("there is a dog on the couch", [("dog", "dog"), ("couch", "couch")], [], [("dog", "on", "couch", "on")]),
