@@ -175,15 +175,18 @@ class _CaptionBuilder:
         self.text = f"{self.text} {text}" if self.text else text
         return start, start + len(text)
 
-    def noun_phrase(self, obj: SynthObject, rng: np.random.Generator, article: str = "a") -> None:
-        adjectives = [
-            ("size", SIZES[obj.size]) if rng.random() < 0.35 else None,
-            ("colour", COLOURS[obj.colour]) if rng.random() < 0.75 else None,
-            ("material", MATERIALS[obj.material]) if rng.random() < 0.35 else None,
+    def noun_phrase(self, obj: SynthObject, rng: np.random.Generator) -> None:
+        """ "a/an [size] [colour] [material] noun", each adjective an attribute of the object."""
+        words = [
+            word
+            for word, probability in (
+                (SIZES[obj.size], 0.35),
+                (COLOURS[obj.colour], 0.75),
+                (MATERIALS[obj.material], 0.35),
+            )
+            if rng.random() < probability
         ]
-        words = [a[1] for a in adjectives if a is not None]
-        first = (words or [NOUNS[obj.noun]])[0]
-        self.word(("an" if first[0] in "aeiou" else "a") if article == "a" else article)
+        self.word("an" if (words or [NOUNS[obj.noun]])[0][0] in "aeiou" else "a")
         spans = [self.word(w) for w in words]
         self.object(obj, self.word(NOUNS[obj.noun]))
         index = self._object_index[obj.noun]
@@ -223,13 +226,13 @@ def sample_caption(
     builder = _CaptionBuilder()
     form = rng.choice(6, p=(0.25, 0.2, 0.2, 0.15, 0.1, 0.1))
     first = oriented[int(rng.integers(0, len(oriented)))]
-    if form == 0:  # "a red cube is left of a ball."
+    if form == 0:  # "a red cube is to the left of a ball."
         _relation_clause(builder, objects, first, rng, copula=True)
-    elif form == 1:  # "there is a red cube left of a ball."
+    elif form == 1:  # "there is a red cube on top of a ball."
         builder.word("there")
         builder.word("is")
         _relation_clause(builder, objects, first, rng, copula=False)
-    elif form == 2:  # "a red cube left of a ball."
+    elif form == 2:  # "a red cube next to a ball."
         _relation_clause(builder, objects, first, rng, copula=False)
     elif form == 3:  # "..., and ...": two facts on four distinct objects when the scene has them, else one
         disjoint = [f for f in oriented if not {f[0], f[1]} & {first[0], first[1]}]
@@ -247,7 +250,7 @@ def sample_caption(
         builder.word("is")
         name = COLOURS[obj.colour] if rng.random() < 0.7 else SIZES[obj.size]  # "is glass" reads as a noun
         builder.graph["attributes"].append({"object": 0, "name": name, "span": list(builder.word(name))})
-    else:  # "there are a red cube and a ball."
+    else:  # "there are a red cube and a ball." (no relation)
         builder.word("there")
         builder.word("are")
         builder.noun_phrase(objects[first[0]], rng)
