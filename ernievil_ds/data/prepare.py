@@ -84,6 +84,8 @@ def _start_job(table_dir: Path, source: dict) -> dict | None:
         ValueError: when the table holds (or was being written from) a different source.
     """
     previous, manifest = table_source(table_dir), read_manifest(table_dir)
+    if manifest is None and not completed_shards(table_dir):
+        previous = None  # an unfinished job that wrote nothing: nothing to lose by starting another
     if previous is not None and previous != source:
         raise ValueError(
             f"{table_dir} holds {'a finished' if manifest else 'an unfinished'} import of {previous}, not of "
@@ -217,13 +219,11 @@ def _build_pairs(records: list[dict], tokenizer_path, parser_factory, num_proc: 
 def caption_items(
     format: str, inputs: list[Path], *, urls: Path | None, karpathy_splits: tuple[str, ...], image_id: str
 ) -> Iterator[tuple[str, dict]]:
-    """(record id, raw record) of every input file of a caption format (see ``captions.CAPTION_FORMATS``)."""
+    """(record id, raw record) of every input file of a caption format (one of ``captions.CAPTION_FORMATS``)."""
     for path in inputs:
         if format == "cc":
             yield from caption_readers.read_conceptual_captions(path, image_id=image_id)
         elif format == "sbu":
-            if urls is None:
-                raise ValueError("the sbu format needs the URL file (--urls) beside the caption file")
             yield from caption_readers.read_sbu(path, urls, image_id=image_id)
         elif format == "coco":
             yield from caption_readers.read_coco_json(path)
@@ -231,12 +231,8 @@ def caption_items(
             yield from caption_readers.read_flickr30k_tokens(path)
         elif format == "karpathy":
             yield from caption_readers.read_karpathy_json(path, karpathy_splits)
-        elif format == "jsonl":
-            yield from caption_readers.read_jsonl(path)
         else:
-            raise ValueError(
-                f"unknown caption format {format!r}; choose one of {', '.join(caption_readers.CAPTION_FORMATS)}"
-            )
+            yield from caption_readers.read_jsonl(path)
 
 
 def import_captions(
@@ -275,6 +271,12 @@ def import_captions(
         that holds another import.
     """
     inputs = [Path(p) for p in inputs]
+    if format not in caption_readers.CAPTION_FORMATS:
+        raise ValueError(
+            f"unknown caption format {format!r}; choose one of {', '.join(caption_readers.CAPTION_FORMATS)}"
+        )
+    if format == "sbu" and urls is None:
+        raise ValueError("the sbu format needs the URL file (--urls) beside the caption file")
     if image_id not in ("line", "url"):
         raise ValueError(f"image_id must be 'line' or 'url', got {image_id!r}")
     for path in inputs + ([Path(urls)] if urls is not None else []):

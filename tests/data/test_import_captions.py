@@ -163,3 +163,15 @@ def test_imports_and_synthscenes_never_overwrite_each_other(tmp_path, synth_dir,
         build_synth_scenes(
             tmp_path / "out", num_train_images=2, num_eval_images=1, seed=0, tokenizer=tokenizer
         )
+
+
+def test_a_failed_start_that_wrote_nothing_does_not_block_the_corrected_command(tmp_path):
+    (tmp_path / "coco.json").write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="no 'annotations' list"):
+        _import("coco", [tmp_path / "coco.json"], tmp_path / "out")
+    (tmp_path / "coco.json").write_text(
+        json.dumps({"annotations": [{"image_id": 1, "id": 2, "caption": "A dog."}]})
+    )
+    assert _import("coco", [tmp_path / "coco.json"], tmp_path / "out").rows == 1
+    with pytest.raises(ValueError, match="unknown caption format 'xml'"):
+        _import("xml", [tmp_path / "coco.json"], tmp_path / "out")
