@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -42,6 +43,10 @@ def test_two_processes_give_the_same_graphs_in_order(parser, dev_set):
     captions = [example["caption"] for example in dev_set[:200]] + ["", "a cat"]
     two = SceneGraphParser(parser.spacy_model, n_process=2, batch_size=16)
     assert list(two.parse_stream(captions)) == list(parser.parse_stream(captions))
+    # Streaming: an endless input is read only as far as the graphs taken (plus a few chunks).
+    endless = itertools.cycle(captions)
+    assert len(list(itertools.islice(two.parse_stream(endless), 50))) == 50
+    assert len(list(itertools.islice(parser.parse_stream(endless), 50))) == 50
 
 
 def test_parse_command_round_trip_in_a_subprocess(parser, tmp_path):
