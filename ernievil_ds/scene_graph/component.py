@@ -20,7 +20,8 @@ if not Doc.has_extension("scene_graph"):
 
 
 class SceneGraphComponent:
-    """Writes ``build_scene_graph(doc)`` to ``doc._.scene_graph``.
+    """Writes ``build_scene_graph(doc)`` to ``doc._.scene_graph``; a Doc without dependency arcs
+    is a ``ValueError`` (put a parser before this component), never an empty graph.
 
     Args:
         with_predicate: relation name for "X with Y" (FACTUAL's gold mostly keeps "with"; SPICE
@@ -31,11 +32,6 @@ class SceneGraphComponent:
         self.with_predicate = with_predicate
 
     def __call__(self, doc: Doc) -> Doc:
-        if len(doc) and not doc.has_annotation("DEP"):
-            raise ValueError(
-                f"{FACTORY_NAME} needs dependency arcs, but the Doc {doc.text[:60]!r} has none: "
-                "put a dependency parser before it in the pipeline"
-            )
         doc._.scene_graph = build_scene_graph(doc, with_predicate=self.with_predicate)
         return doc
 

@@ -569,7 +569,16 @@ def possessive_relation(owner: Token, referents: Referents, add) -> None:
 
 
 def build_scene_graph(doc: Doc, *, with_predicate: str = "with") -> dict:
-    """The scene graph of a parsed caption as the JSON dict of DESIGN.md's Interfaces section."""
+    """The scene graph of a parsed caption as the JSON dict of DESIGN.md's Interfaces section.
+
+    Raises:
+        ValueError: when the Doc has tokens but no dependency arcs (no parser ran on it).
+    """
+    if len(doc) and not doc.has_annotation("DEP"):
+        raise ValueError(
+            f"scene-graph rules need dependency arcs, but the Doc {doc.text[:60]!r} has none: "
+            "run a pipeline with a dependency parser on it"
+        )
     objects = find_objects(doc)
     attributes = find_attributes(doc, objects)
     relations = find_relations(doc, objects, with_predicate=with_predicate)

@@ -279,8 +279,10 @@ def test_verb_lemma(text, tag, lemma, expected):
 
 def test_doc_without_dependencies_is_an_error_not_an_empty_graph():
     doc = Doc(VOCAB, words=["a", "man"], pos=["DET", "NOUN"])
-    with pytest.raises(ValueError, match="dependency"):
+    with pytest.raises(ValueError, match="dependency arcs"):
         SceneGraphComponent()(doc)
+    with pytest.raises(ValueError, match="dependency arcs"):
+        build_scene_graph(doc)
 
 
 def test_component_is_registered_with_keyword_only_settings():
