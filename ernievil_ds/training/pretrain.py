@@ -222,6 +222,9 @@ class PretrainingRun:
             collate_fn=collator,
             num_workers=args.num_workers,
             drop_last=True,
+            # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
+            # on every new iterator, which would shift dropout after a resume.
+            generator=torch.Generator().manual_seed(args.seed),
         )
         if len(loader) == 0:
             raise ValueError(
