@@ -314,7 +314,7 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     masked_token_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`):
         Scores at the positions where `labels != -100`, in row-major (batch, position) order.
     masked_region_logits (`torch.FloatTensor` of shape `(num_masked_regions, num_region_classes or v_feature_size)`):
-        Predictions at the regions where `masked_regions` is true, in row-major order.
+        Predictions at the masked regions of matched pairs (`masked_regions & itm_labels == 1`), in row-major order.
     itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`): mismatched / matched scores.
     """
 
@@ -629,8 +629,8 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 `config.masked_region_target == "features"`.
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`): 1 matched pair, 0 mismatched.
 
-        Token and region targets are expected on matched pairs only (the collator blanks them on
-        mismatched ones).
+        Token targets are expected on matched pairs only (the collator blanks them on mismatched ones);
+        masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted).
         """
         outputs = self.ernievil(
             input_ids,
@@ -658,13 +658,19 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 if in_task.any():
                     losses[name] = token_losses[in_task].mean()
 
-        if masked_regions is not None and masked_regions.any():
-            # Image position 0 is [IMG]; input region r sits at r + 1.
-            region_states = outputs.image_hidden_states[:, 1:][masked_regions.bool()]  # (N, Cv)
-            masked_region_logits = self.region_head(region_states)  # (N, classes or F)
-            losses["mrc"] = self._masked_region_loss(
-                masked_region_logits, masked_regions.bool(), region_class_targets, region_feature_targets
-            )
+        if masked_regions is not None:
+            # Regions are masked on every pair (so that [IMG] cannot tell matched from mismatched pairs),
+            # but scored on matched pairs only.
+            scored = masked_regions.bool()
+            if itm_labels is not None:
+                scored = scored & (itm_labels[:, None] == 1)
+            if scored.any():
+                # Image position 0 is [IMG]; input region r sits at r + 1.
+                region_states = outputs.image_hidden_states[:, 1:][scored]  # (N, Cv)
+                masked_region_logits = self.region_head(region_states)  # (N, classes or F)
+                losses["mrc"] = self._masked_region_loss(
+                    masked_region_logits, scored, region_class_targets, region_feature_targets
+                )
 
         itm_logits = self.itm_head(outputs.pooled_output)  # (B, 2)
         if itm_labels is not None:

@@ -33,7 +33,7 @@ def test_every_output_field_has_its_documented_shape(tiny_config, batch_factory)
     batch = batch_factory(tiny_config)
     out = model(**batch)
     num_masked_tokens = int((batch["labels"] != -100).sum())
-    num_masked_regions = int(batch["masked_regions"].sum())
+    num_masked_regions = int((batch["masked_regions"] & (batch["itm_labels"][:, None] == 1)).sum())
     assert out.masked_token_logits.shape == (num_masked_tokens, tiny_config.vocab_size)
     assert out.masked_region_logits.shape == (num_masked_regions, tiny_config.num_region_classes)
     assert out.itm_logits.shape == (3, 2)
@@ -146,8 +146,9 @@ def test_losses_match_an_independent_float64_computation(tiny_config, batch_fact
         where = batch["task_ids"] == task_id
         expected = F.cross_entropy(logits[where], batch["labels"][where])
         torch.testing.assert_close(out[name], expected)
-    region_logits = model.region_head(enc.image_hidden_states[:, 1:])[batch["masked_regions"]]
-    target = batch["region_class_targets"][batch["masked_regions"]]
+    scored = batch["masked_regions"] & (batch["itm_labels"][:, None] == 1)  # matched pairs only
+    region_logits = model.region_head(enc.image_hidden_states[:, 1:])[scored]
+    target = batch["region_class_targets"][scored]
     expected_kl = (target * (target.log() - region_logits.log_softmax(-1))).sum(-1).mean()
     torch.testing.assert_close(out.mrc_loss, expected_kl)
     expected_itm = F.cross_entropy(model.itm_head(enc.pooled_output), batch["itm_labels"])
@@ -167,7 +168,7 @@ def test_task_loss_weights_and_feature_regression(batch_factory):
         model(**batch)
     batch["region_feature_targets"] = batch["region_features"].clone()
     out = model(**batch)
-    assert out.masked_region_logits.shape == (3, config.v_feature_size)
+    assert out.masked_region_logits.shape == (2, config.v_feature_size)  # example 1 is a mismatched pair
     expected = (
         out.mlm_loss + out.sgp_object_loss + out.sgp_attribute_loss + out.sgp_relation_loss + 2 * out.mrc_loss
     )

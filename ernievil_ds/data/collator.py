@@ -9,8 +9,9 @@ The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
   ``sgp=False``);
 - 15% of the regions are chosen for masked-region classification, and 90% of those are zeroed;
 - with probability 0.5 the image is replaced by another example's image of the batch (image-text matching);
-  masking applies to every example alike, so masks reveal nothing about matching, but token and region
-  targets are kept on matched pairs only.
+  masking applies to every example alike, so masks reveal nothing about matching (``masked_regions`` marks
+  the chosen regions of every pair, so the model's [IMG] mean leaves them out everywhere), but token targets
+  are kept on matched pairs only and the model scores masked regions of matched pairs only.
 
 Randomness comes from a generator seeded by (seed, epoch, the batch's pair ids): a batch is the same
 whichever DataLoader worker builds it.
@@ -260,10 +261,7 @@ class SGPCollator:
         zeroed = chosen & (rng.random(real.shape) < self.region_zero_prob)
         targets = regions["cls_prob"] if regions["cls_prob"] is not None else features.clone()
         features[torch.from_numpy(zeroed)] = 0.0
-        masked_regions = chosen & (itm_labels[:, None] == 1)
-        return _to_batch(
-            input_ids, attention_mask, labels, task_ids, regions, masked_regions, targets, itm_labels
-        )
+        return _to_batch(input_ids, attention_mask, labels, task_ids, regions, chosen, targets, itm_labels)
 
 
 def collate_cloze(
