@@ -40,7 +40,7 @@ logger = get_logger(__name__)
 
 #: SynthScenes defaults for the demo: enough images that 10 CPU minutes do not repeat much.
 DEFAULT_SYNTH_TRAIN_IMAGES = 6000
-DEFAULT_SYNTH_EVAL_IMAGES = 300
+DEFAULT_SYNTH_EVAL_IMAGES = 100
 
 
 def default_synth_dir(seed: int, num_train_images: int, num_eval_images: int) -> Path:
