@@ -154,6 +154,11 @@ class PretrainingDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._pair_rows)
 
+    def text_lengths(self) -> np.ndarray:
+        """(num_examples,) the number of WordPieces of each example's caption, read from the offsets."""
+        column = self._pair_columns["input_ids"]
+        return (column.ends - column.starts)[self._pair_rows]
+
     def __getitem__(self, index: int) -> dict:
         return self.__getitems__([index])[0]
 

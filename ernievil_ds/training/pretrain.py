@@ -84,6 +84,11 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     )
     data.add_argument("--no-sgp", action="store_true", help="ablation: random token masking only, no SGP")
     data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    data.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batch captions of similar length together (within groups of 50 global batches) to cut padding",
+    )
 
     run = parser.add_argument_group("run")
     run.add_argument("--output-dir", type=Path, required=True)
@@ -211,8 +216,13 @@ class PretrainingRun:
         checkpoints; then the final checkpoint, export and cloze table. Returns the last logged losses."""
         args, info = self.args, dist_info()
         dataset = load_pretraining_split(self.data_dir, "train")
+        grouping = (
+            {"lengths": dataset.text_lengths(), "group_size": 50 * self.micro_batch_size * info.world_size}
+            if args.group_by_length
+            else {}
+        )
         sampler = ResumableDistributedSampler(
-            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed
+            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed, **grouping
         )
         collator = SGPCollator(self.tokenizer, sgp=not args.no_sgp, seed=args.seed)
         loader = DataLoader(

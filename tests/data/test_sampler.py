@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ernievil_ds.data import ResumableDistributedSampler
@@ -51,3 +52,27 @@ def test_bad_arguments_are_named():
         ResumableDistributedSampler(10, num_replicas=2, rank=2)
     with pytest.raises(ValueError, match="position"):
         ResumableDistributedSampler(10, num_replicas=2, rank=0).load_state_dict({"epoch": 0, "position": 6})
+
+
+def test_group_by_length_keeps_the_epoch_and_cuts_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 40, size=1000)
+    plain = [ResumableDistributedSampler(1000, num_replicas=2, rank=r, seed=1) for r in range(2)]
+    grouped = [
+        ResumableDistributedSampler(1000, num_replicas=2, rank=r, seed=1, lengths=lengths, group_size=200)
+        for r in range(2)
+    ]
+    assert sorted(i for s in grouped for i in s) == sorted(i for s in plain for i in s) == list(range(1000))
+
+    def mean_batch_max(sampler):
+        order = list(sampler)
+        return np.mean([lengths[order[i : i + 10]].max() for i in range(0, len(order), 10)])
+
+    assert mean_batch_max(grouped[0]) < 0.8 * mean_batch_max(plain[0])
+    resumed = ResumableDistributedSampler(
+        1000, num_replicas=2, rank=0, seed=1, lengths=lengths, group_size=200
+    )
+    resumed.load_state_dict({"epoch": 0, "position": 37})
+    assert list(resumed) == list(grouped[0])[37:]
+    with pytest.raises(ValueError, match="one length per sample"):
+        ResumableDistributedSampler(1000, num_replicas=2, rank=0, lengths=lengths[:10], group_size=200)
