@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 import deepspeed
 
 from ernievil_ds.distributed import setup_logging
 from ernievil_ds.training.pretrain import PretrainingRun, add_pretrain_arguments
+
+# DeepSpeed 0.19's ZeRO-2 calls a torch.distributed function that torch 2.13 deprecates, once per step.
+warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

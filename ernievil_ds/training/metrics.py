@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 #: Loss fields of ErnieVilForPreTrainingOutput, in the order they are reported.
+METRICS_FILE, EVAL_FILE = "metrics.jsonl", "eval.jsonl"
 LOSS_NAMES = (
     "loss",
     "mlm_loss",
@@ -47,30 +48,47 @@ class LossAverager:
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors it to TensorBoard.
-
-    Only the main process writes; the others hold a disabled writer.
+    """Appends one JSON object per logged training step to ``metrics.jsonl`` (every record has ``step``,
+    ``loss`` and each task's loss) and each evaluation to ``eval.jsonl`` (``eval_*`` losses), and mirrors
+    both to TensorBoard. Only the main process writes; the others hold a disabled writer.
     """
 
     def __init__(self, output_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.output_dir = Path(output_dir)
         self._tensorboard = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tensorboard = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
+            self._tensorboard = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
 
     def write(self, record: dict) -> None:
+        self._append(METRICS_FILE, record)
+
+    def write_eval(self, record: dict) -> None:
+        self._append(EVAL_FILE, record)
+
+    def _append(self, name: str, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
+        with (self.output_dir / name).open("a") as f:
             f.write(json.dumps(record) + "\n")
-        step = record["step"]
-        for name, value in record.items():
-            if name != "step" and isinstance(value, (int, float)):
-                self._tensorboard.add_scalar(name, value, step)
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tensorboard.add_scalar(key, value, record["step"])
         self._tensorboard.flush()
+
+    def drop_after(self, step: int) -> None:
+        """On resume, forget records logged after the checkpoint so that the resumed run does not repeat them."""
+        for name in (METRICS_FILE, EVAL_FILE):
+            path = self.output_dir / name
+            if self.enabled and path.is_file():
+                kept = [
+                    line
+                    for line in path.read_text().splitlines()
+                    if line and json.loads(line)["step"] <= step
+                ]
+                path.write_text("".join(line + "\n" for line in kept))
 
     def close(self) -> None:
         if self._tensorboard is not None:
@@ -78,7 +96,7 @@ class MetricsWriter:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """All records of a ``metrics.jsonl``; ``FileNotFoundError`` names the file."""
+    """All records of a ``metrics.jsonl`` or ``eval.jsonl``; ``FileNotFoundError`` names the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No metrics file at {path}")

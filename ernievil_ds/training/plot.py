@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ernievil_ds.training.metrics import LOSS_NAMES, read_metrics
+from ernievil_ds.training.metrics import EVAL_FILE, LOSS_NAMES, METRICS_FILE, read_metrics
 
 
 def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
     """Write ``run_dir/metrics.png`` (or ``output``) with three panels: task losses (train solid, eval
-    dashed), loss scale, samples/s. Returns the PNG path."""
+    dashed, from ``eval.jsonl`` when present), loss scale, samples/s. Returns the PNG path."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on training machines
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir / "metrics.jsonl")
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval_loss" in r]
+    train = read_metrics(run_dir / METRICS_FILE)
+    evals = read_metrics(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else []
     figure, (losses, scale, speed) = plt.subplots(3, 1, figsize=(9, 11), sharex=True)
     for i, name in enumerate(LOSS_NAMES):
         colour = f"C{i}"

@@ -246,9 +246,8 @@ class PretrainingRun:
         step = engine.global_steps
         stop_step = min(args.max_steps, step + (args.stop_after_steps or args.max_steps))
         epoch, position = (state["epoch"], state["position"]) if state else (0, 0)
-        if info.is_main:
-            _drop_metrics_after(args.output_dir / "metrics.jsonl", step)
         writer = MetricsWriter(args.output_dir, enabled=info.is_main)
+        writer.drop_after(step)
         averager = LossAverager()
         dtype = engine_dtype(engine)
         config = engine.module.config
@@ -295,7 +294,7 @@ class PretrainingRun:
                     averager.reset()
                     interval_start, interval_samples, interval_flops = time.perf_counter(), 0, 0.0
                 if args.eval_every and step % args.eval_every == 0:
-                    writer.write({"step": step, **self.evaluate(engine)})
+                    writer.write_eval({"step": step, **self.evaluate(engine)})
                 if (args.save_every and step % args.save_every == 0) or step == stop_step:
                     save_checkpoint(
                         engine,
@@ -311,7 +310,8 @@ class PretrainingRun:
                 epoch, position = epoch + 1, 0
         progress.close()
         if step == args.max_steps:
-            writer.write({"step": step, **self.evaluate(engine)})
+            if not (args.eval_every and step % args.eval_every == 0):  # else it was just evaluated
+                writer.write_eval({"step": step, **self.evaluate(engine)})
             self._finish(checkpoint_root)
         writer.close()
         return last_losses
@@ -356,11 +356,3 @@ class PretrainingRun:
 
 def _loss_scale(engine) -> float:
     return float(engine.optimizer.loss_scale) if engine.fp16_enabled() else 1.0
-
-
-def _drop_metrics_after(path: Path, step: int) -> None:
-    """On resume, forget records logged after the checkpoint so that the resumed run does not repeat them."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))

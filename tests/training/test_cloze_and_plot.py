@@ -44,7 +44,10 @@ def test_plot_draws_a_png_from_metrics(tmp_path):
     records = [
         {"step": s, "loss": 10 - s, "mlm_loss": 5 - s / 2, "loss_scale": 2.0**16, "samples_per_sec": 100.0}
         for s in range(1, 6)
-    ] + [{"step": 5, "eval_loss": 4.0, "eval_mlm_loss": 2.0}]
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "eval.jsonl").write_text(
+        json.dumps({"step": 5, "eval_loss": 4.0, "eval_mlm_loss": 2.0}) + "\n"
+    )
     png = plot_metrics(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
