@@ -15,6 +15,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -316,17 +317,22 @@ class PretrainingRun:
         writer.close()
         return last_losses
 
+    @cached_property
+    def _eval_loader(self) -> DataLoader:
+        """The evaluation split in a fixed order with fixed masking, opened once per run."""
+        info = dist_info()
+        dataset = load_pretraining_split(self.data_dir, "eval")
+        sampler = ResumableDistributedSampler(
+            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=self.args.seed, shuffle=False
+        )
+        collator = SGPCollator(self.tokenizer, sgp=True, seed=self.args.seed)
+        return DataLoader(dataset, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collator)
+
     @torch.no_grad()
     def evaluate(self, engine) -> dict[str, float]:
         """Per-task losses on the first ``--eval-batches`` batches of the evaluation split, with a fixed
         masking seed; RNG state and train mode are restored afterwards."""
-        args, info = self.args, dist_info()
-        dataset = load_pretraining_split(self.data_dir, "eval")
-        sampler = ResumableDistributedSampler(
-            len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed, shuffle=False
-        )
-        collator = SGPCollator(self.tokenizer, sgp=True, seed=args.seed)
-        loader = DataLoader(dataset, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collator)
+        args, loader = self.args, self._eval_loader
         averager, dtype = LossAverager(), engine_dtype(engine)
         engine.eval()
         with torch.random.fork_rng(devices=[]):
