@@ -657,6 +657,10 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         )
         losses: dict[str, torch.Tensor] = {}
         masked_token_logits = masked_region_logits = None
+        # ZeRO-2 fills its gradient buckets in the order gradients arrive, so a head that gets no gradient on
+        # one rank (a micro-batch without a scored masked region, say) desynchronises the ranks' reductions.
+        # The heads therefore also run on empty selections, and such an output joins the loss times zero.
+        unused_outputs: list[torch.Tensor] = []
 
         if labels is not None:
             selected = labels != -100  # (B, T)
@@ -669,6 +673,8 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 in_task = tasks == task_id
                 if in_task.any():
                     losses[name] = token_losses[in_task].mean()
+            if not selected.any():
+                unused_outputs.append(masked_token_logits)
 
         if masked_regions is not None:
             # Regions are masked on every pair (so that [IMG] cannot tell matched from mismatched pairs),
@@ -676,13 +682,15 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             scored = masked_regions.bool()
             if itm_labels is not None:
                 scored = scored & (itm_labels[:, None] == 1)
+            # Image position 0 is [IMG]; input region r sits at r + 1.
+            region_states = outputs.image_hidden_states[:, 1:][scored]  # (N, Cv)
+            masked_region_logits = self.region_head(region_states)  # (N, classes or F)
             if scored.any():
-                # Image position 0 is [IMG]; input region r sits at r + 1.
-                region_states = outputs.image_hidden_states[:, 1:][scored]  # (N, Cv)
-                masked_region_logits = self.region_head(region_states)  # (N, classes or F)
                 losses["mrc"] = self._masked_region_loss(
                     masked_region_logits, scored, region_class_targets, region_feature_targets
                 )
+            else:
+                unused_outputs.append(masked_region_logits)
 
         itm_logits = self.itm_head(outputs.pooled_output)  # (B, 2)
         if itm_labels is not None:
@@ -690,6 +698,8 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
 
         weights = self.config.task_loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
+        if loss is not None:
+            loss = loss + sum(0.0 * output.sum() for output in unused_outputs)
         return ErnieVilForPreTrainingOutput(
             loss=loss,
             mlm_loss=losses.get("mlm"),

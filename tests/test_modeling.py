@@ -133,6 +133,28 @@ def test_every_parameter_receives_a_gradient_from_the_pretraining_loss(tiny_conf
     assert missing == []
 
 
+@pytest.mark.parametrize("without", ["masked regions", "token targets"])
+def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(tiny_config, batch_factory, without):
+    """ZeRO-2 needs a gradient for every parameter on every rank, even when a micro-batch has nothing for
+    one head to score; that head's gradient is zero and the loss is the other tasks' alone."""
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(tiny_config)
+    batch = batch_factory(tiny_config)
+    if without == "masked regions":
+        batch["masked_regions"][:] = False
+        head, absent = model.region_head, "mrc_loss"
+    else:
+        batch["labels"][:] = -100
+        head, absent = model.token_head.transform, "mlm_loss"
+    out = model(**batch)
+    out.loss.backward()
+    assert getattr(out, absent) is None
+    present = [v for k, v in out.items() if k.endswith("_loss") and v is not None]
+    torch.testing.assert_close(out.loss, sum(present))
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert all(p.grad.abs().sum() == 0 for p in head.parameters())
+
+
 def test_losses_match_an_independent_float64_computation(tiny_config, batch_factory):
     torch.manual_seed(0)
     model = ErnieVilForPreTraining(tiny_config).double().eval()
