@@ -1,6 +1,6 @@
 """Loader throughput: memory-mapped pairs + images, SGP masking on, batch 64, one process.
 
-    python benchmarks/bench_loader.py                       # SynthScenes (3-8 regions per image)
+    python benchmarks/bench_loader.py                       # SynthScenes (2-4 regions per image)
     python benchmarks/bench_loader.py --boxes-per-image 36  # the same captions with detector-sized images
     python benchmarks/bench_loader.py --data-dir DATA --split train
 

@@ -1,6 +1,6 @@
 """SynthScenes: image-text pairs with gold scene graphs, generated from a seed with no download.
 
-Each image is a scene of 3-8 objects (a noun unique within the scene, a colour, a size, a material and a
+Each image is a scene of 2-4 objects (a noun unique within the scene, a colour, a size, a material and a
 2-D box). Objects are placed one at a time against an already placed anchor so that the pair satisfies a
 chosen spatial relation with a wide margin; the relation of every placed pair is the canonical function
 ``spatial_relation`` of the two boxes. Captions mention one or two such pairs (or a few objects, or one
@@ -8,9 +8,9 @@ attribute), each object once, so a masked colour or relation can only be recover
 Region features are detector-like: fixed random embeddings of noun, colour, size and material plus noise,
 projected to 2048-d, with a class distribution over the 1601 detector classes peaked at the noun's class.
 
-Relation phrases have 1 to 4 WordPieces ("above", "next to", "on top of", "to the left of"), and span
-masking keeps their count: a text-only guess from the number of [MASK]s alone gets about 0.6 of masked
-relations right (per node). Compare relation accuracy with the mismatched-image control, not with 1/7.
+Every relation is one preposition of one WordPiece ("above", "below", "on", "under", "beside"): span masking
+keeps a node's WordPiece count, so phrases of different lengths ("next to", "to the left of") would let the
+number of [MASK]s give the relation away without looking at the image.
 """
 
 from __future__ import annotations
@@ -41,18 +41,8 @@ NOUNS = ("cube", "ball", "cup", "bottle", "chair", "lamp", "book", "vase", "bowl
 COLOURS = ("red", "blue", "green", "yellow", "purple", "brown", "white", "black")
 SIZES = ("tiny", "small", "large")
 MATERIALS = ("metal", "wooden", "plastic", "glass")
-RELATIONS = ("left of", "right of", "above", "below", "on top of", "next to", "under")
-INVERSE_RELATION = {
-    "left of": "right of",
-    "right of": "left of",
-    "above": "below",
-    "below": "above",
-    "on top of": "under",
-    "under": "on top of",
-    "next to": "next to",
-}
-#: How a relation is written when it differs from its name ("left of" alone reads as the verb "leave").
-RELATION_PHRASES = {"left of": "to the left of", "right of": "to the right of"}
+RELATIONS = ("above", "below", "on", "under", "beside")
+INVERSE_RELATION = {"above": "below", "below": "above", "on": "under", "under": "on", "beside": "beside"}
 #: Detector class of each noun among the 1601 (index 0 is background in bottom-up attention).
 NOUN_CLASSES = tuple(1 + 157 * k for k in range(len(NOUNS)))
 
@@ -61,8 +51,11 @@ _TOUCH_FRACTION = 0.04  # boxes closer than this fraction of min(W, H) touch; pl
 _EMBED_DIM = 64
 # Drawing weights that offset how often each relation fits in the image, so placed relations come out
 # roughly balanced (vertical gaps fit less often in landscape images; touching pairs fit most often).
-_RELATION_DRAW = np.array([1.0, 1.0, 1.4, 1.4, 1.05, 0.8, 1.05]) / 7.7
+_RELATION_DRAW = np.array([1.5, 1.5, 1.05, 1.0, 0.7])
+_RELATION_DRAW /= _RELATION_DRAW.sum()
 _TABLE_SEED = 20200630  # fixed: every SynthScenes build sees the same "detector"
+#: Bumped whenever the generator changes, so a cached build of an older world is never reused.
+SYNTH_VERSION = 2
 _SPLITS = ("train", "eval")
 
 
@@ -78,22 +71,18 @@ class SynthObject:
 def spatial_relation(subject: tuple, obj: tuple, image_size: tuple[int, int]) -> str:
     """The one relation that holds from ``subject``'s box to ``obj``'s box (pixel x1, y1, x2, y2).
 
-    The dominant displacement of the centres picks the axis; on the horizontal axis touching boxes are
-    "next to" and separated ones "left of"/"right of"; on the vertical axis (y grows downwards) a touching
-    subject above is "on top of" and below is "under", separated ones are "above"/"below".
+    The dominant displacement of the centres picks the axis: on the horizontal axis the subject is "beside"
+    the object; on the vertical axis (y grows downwards) a subject above is "on" the object when the boxes
+    touch and "above" it when they are apart, and a subject below is "under" or "below" it.
     """
-    touch = _TOUCH_FRACTION * min(image_size)
     dx = (subject[0] + subject[2] - obj[0] - obj[2]) / 2
     dy = (subject[1] + subject[3] - obj[1] - obj[3]) / 2
     if abs(dx) >= abs(dy):
-        gap = max(obj[0] - subject[2], subject[0] - obj[2])
-        if gap <= touch:
-            return "next to"
-        return "left of" if dx < 0 else "right of"
-    gap = max(obj[1] - subject[3], subject[1] - obj[3])
+        return "beside"
+    touching = max(obj[1] - subject[3], subject[1] - obj[3]) <= _TOUCH_FRACTION * min(image_size)
     if dy < 0:
-        return "on top of" if gap <= touch else "above"
-    return "under" if gap <= touch else "below"
+        return "on" if touching else "above"
+    return "under" if touching else "below"
 
 
 def _place(rng: np.random.Generator, anchor: tuple, relation: str, width: float, height: float, image: tuple):
@@ -101,14 +90,13 @@ def _place(rng: np.random.Generator, anchor: tuple, relation: str, width: float,
     ax1, ay1, ax2, ay2 = anchor
     image_w, image_h = image
     gap = rng.uniform(0.10, 0.25) * min(image)
-    if relation in ("left of", "right of", "next to"):
-        side = {"left of": -1, "right of": 1}.get(relation, rng.choice((-1, 1)))
-        offset = 0.0 if relation == "next to" else gap
-        x1 = ax1 - offset - width if side < 0 else ax2 + offset
+    if relation == "beside":
+        offset = gap if rng.random() < 0.5 else 0.0  # apart or touching, on either side
+        x1 = ax1 - offset - width if rng.random() < 0.5 else ax2 + offset
         cy = (ay1 + ay2) / 2 + rng.uniform(-0.15, 0.15) * min(height, ay2 - ay1)
         box = (x1, cy - height / 2, x1 + width, cy + height / 2)
     else:
-        subject_above = relation in ("above", "on top of")
+        subject_above = relation in ("above", "on")
         offset = gap if relation in ("above", "below") else 0.0
         y1 = ay1 - offset - height if subject_above else ay2 + offset
         cx = (ax1 + ax2) / 2 + rng.uniform(-0.15, 0.15) * min(width, ax2 - ax1)
@@ -127,7 +115,7 @@ def sample_scene(rng: np.random.Generator) -> tuple[tuple[int, int], list[SynthO
     """One scene: ((width, height), objects, facts), each fact (subject, object, relation) with a clear margin."""
     while True:
         image = (int(rng.integers(560, 721)), int(rng.integers(420, 541)))
-        num_objects = int(rng.integers(3, 9))
+        num_objects = int(rng.integers(2, 5))
         nouns = rng.permutation(len(NOUNS))[:num_objects]
         sizes = rng.integers(0, len(SIZES), num_objects)
         dims = [
@@ -151,7 +139,7 @@ def sample_scene(rng: np.random.Generator) -> tuple[tuple[int, int], list[SynthO
                     boxes.append(box)
                     placed.append(i)
                     break
-        if len(boxes) >= 3:
+        if len(boxes) >= 2:
             break
     colours = rng.integers(0, len(COLOURS), len(placed))
     materials = rng.integers(0, len(MATERIALS), len(placed))
@@ -213,7 +201,7 @@ def _relation_clause(builder: _CaptionBuilder, objects, fact, rng, copula: bool)
     builder.noun_phrase(subject, rng)
     if copula:
         builder.word("is")
-    span = builder.word(RELATION_PHRASES.get(name, name))
+    span = builder.word(name)
     builder.noun_phrase(obj, rng)
     builder.link(subject, obj, name, span)
 
@@ -226,13 +214,13 @@ def sample_caption(
     builder = _CaptionBuilder()
     form = rng.choice(6, p=(0.25, 0.2, 0.2, 0.15, 0.1, 0.1))
     first = oriented[int(rng.integers(0, len(oriented)))]
-    if form == 0:  # "a red cube is to the left of a ball."
+    if form == 0:  # "a red cube is beside a ball."
         _relation_clause(builder, objects, first, rng, copula=True)
-    elif form == 1:  # "there is a red cube on top of a ball."
+    elif form == 1:  # "there is a red cube on a ball."
         builder.word("there")
         builder.word("is")
         _relation_clause(builder, objects, first, rng, copula=False)
-    elif form == 2:  # "a red cube next to a ball."
+    elif form == 2:  # "a red cube under a ball."
         _relation_clause(builder, objects, first, rng, copula=False)
     elif form == 3:  # "..., and ...": two facts on four distinct objects when the scene has them, else one
         disjoint = [f for f in oriented if not {f[0], f[1]} & {first[0], first[1]}]
@@ -346,6 +334,7 @@ def build_synth_scenes(
             raise ValueError(f"{name} must be >= 1, got {value}")
     settings = {
         "source": "synth",
+        "version": SYNTH_VERSION,
         "num_train_images": num_train_images,
         "num_eval_images": num_eval_images,
         "seed": seed,
