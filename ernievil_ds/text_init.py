@@ -24,7 +24,6 @@ logger = get_logger(__name__)
 _MATCHING_FIELDS = (
     "vocab_size",
     "hidden_size",
-    "num_hidden_layers",
     "num_attention_heads",
     "intermediate_size",
     "hidden_act",
@@ -46,8 +45,15 @@ class TextInitReport:
         return (
             f"loaded {len(self.loaded)} tensors into the text stream; {len(self.not_initialised)} tensors keep "
             f"their fresh initialisation (image stream, co-layers, poolers, heads); "
-            f"{len(self.ignored)} checkpoint tensors unused ({', '.join(self.ignored) or 'none'})"
+            f"{len(self.ignored)} checkpoint tensors unused ({_abbreviate(self.ignored)})"
         )
+
+
+def _abbreviate(names: list[str], limit: int = 4) -> str:
+    """``names`` joined, or the first ``limit`` of them and how many more (a deeper checkpoint's layers)."""
+    if len(names) <= limit:
+        return ", ".join(names) or "none"
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"
 
 
 def _bert_to_ernievil_name(name: str) -> str | None:
@@ -75,13 +81,16 @@ def _load_bert_state_dict(bert_dir: Path) -> dict[str, torch.Tensor]:
 def init_text_stream_from_bert(model: ErnieVilPreTrainedModel, bert_dir: str | Path) -> TextInitReport:
     """Copy a BERT checkpoint's embeddings and encoder layers into ``model``'s text stream, in place.
 
+    A checkpoint deeper than the text stream gives it its first ``num_hidden_layers`` layers; the rest are
+    reported unused.
+
     Args:
         model: an ``ErnieVilModel`` or a model holding one (``ErnieVilForPreTraining``).
         bert_dir: a directory with ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``).
 
     Raises:
         FileNotFoundError: the directory or its files are missing.
-        ValueError: the BERT shape differs from the text stream's (each differing field is named).
+        ValueError: the BERT shape differs from the text stream's, or has fewer layers (each field named).
     """
     bert_dir = Path(bert_dir)
     config_file = bert_dir / "config.json"
@@ -94,6 +103,11 @@ def init_text_stream_from_bert(model: ErnieVilPreTrainedModel, bert_dir: str | P
         for name in _MATCHING_FIELDS
         if bert_config.get(name) != getattr(encoder.config, name)
     ]
+    if bert_config.get("num_hidden_layers", 0) < encoder.config.num_hidden_layers:
+        mismatches.append(
+            f"num_hidden_layers: checkpoint {bert_config.get('num_hidden_layers')} < model "
+            f"{encoder.config.num_hidden_layers}"
+        )
     if bert_config.get("max_position_embeddings", 0) < encoder.config.max_position_embeddings:
         mismatches.append(
             f"max_position_embeddings: checkpoint {bert_config.get('max_position_embeddings')} < model "

@@ -45,7 +45,10 @@ def test_text_stream_equals_bert_before_the_first_co_layer(bert_dir):
     for i in range(first_co_layer + 1):  # embeddings, then text layers 0 .. first_co_layer - 1
         torch.testing.assert_close(ours[i][real], theirs[i][real], atol=1e-5, rtol=1e-5)
 
-    assert "text_layers.5.output.LayerNorm.weight" in report.loaded
+    assert "text_layers.2.output.LayerNorm.weight" in report.loaded
+    # The checkpoint's layers 3-5 have no place in the three-layer text stream.
+    assert "encoder.layer.5.output.LayerNorm.weight" in report.ignored
+    assert "and 33 more" in report.summary()
     assert "text_embeddings.word_embeddings.weight" in report.loaded
     assert any(name.startswith("co_layers.") for name in report.not_initialised)
     assert any(name.startswith("image_layers.") for name in report.not_initialised)
@@ -58,6 +61,9 @@ def test_a_checkpoint_of_another_shape_is_refused_with_the_differences_named(ber
     model = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny"))
     with pytest.raises(ValueError, match=r"hidden_size: checkpoint 384 vs model 32"):
         init_text_stream_from_bert(model, bert_dir)
+    deeper = ErnieVilForPreTraining(ErnieVilConfig.from_preset("small", num_hidden_layers=7))
+    with pytest.raises(ValueError, match=r"num_hidden_layers: checkpoint 6 < model 7"):
+        init_text_stream_from_bert(deeper, bert_dir)
 
 
 def test_missing_checkpoint_files(tmp_path, bert_dir):
