@@ -31,6 +31,7 @@ from ernievil_ds.data import (
     load_pretraining_split,
     load_tokenizer,
 )
+from ernievil_ds.data.synth import SYNTH_VERSION
 from ernievil_ds.distributed import dist_info, get_logger
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
 from ernievil_ds.training.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -47,7 +48,7 @@ DEFAULT_SYNTH_EVAL_IMAGES = 100
 def default_synth_dir(seed: int, num_train_images: int, num_eval_images: int) -> Path:
     """Where the built-in SynthScenes data is cached (``$ERNIEVIL_DS_CACHE`` or ``~/.cache/ernievil_ds``)."""
     root = Path(os.environ.get("ERNIEVIL_DS_CACHE", Path.home() / ".cache" / "ernievil_ds"))
-    return root / f"synth_scenes-seed{seed}-train{num_train_images}-eval{num_eval_images}"
+    return root / f"synth_scenes-v{SYNTH_VERSION}-seed{seed}-train{num_train_images}-eval{num_eval_images}"
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -70,6 +71,12 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         default="none",
         help="initialise the text stream from a BERT checkpoint directory, or 'minilm' for the packaged "
         "all-MiniLM-L6-v2 (small preset), or 'none' (default)",
+    )
+    model.add_argument(
+        "--freeze-word-embeddings",
+        action="store_true",
+        help="keep the word embeddings (and the token head tied to them) fixed: with a pretrained text "
+        "stream they are already good, and ZeRO then neither reduces nor updates the vocabulary matrix",
     )
     model.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa"])
     model.add_argument("--loss-weights", type=json.loads, help="JSON, e.g. '{\"itm\": 0.5}'")
@@ -134,6 +141,8 @@ def build_model(args: argparse.Namespace) -> ErnieVilForPreTraining:
         init_text_stream_from_bert(
             model, minilm_dir() if args.init_text_from == "minilm" else args.init_text_from
         )
+    if args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)  # optimizer_groups leaves it out
     return model
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
 from tests.training.conftest import run_pretrain, train_records
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,17 @@ def assert_trains(records: list[dict]) -> None:
 
 def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     out = tmp_path / "run"
-    run_pretrain(out, synth_cache, "--max-steps", "16", "--log-every", "2", "--eval-every", "8")
+    run_pretrain(
+        out,
+        synth_cache,
+        "--max-steps",
+        "16",
+        "--log-every",
+        "2",
+        "--eval-every",
+        "8",
+        "--freeze-word-embeddings",
+    )
     records = train_records(out)
     assert [r["step"] for r in records] == list(range(2, 17, 2))
     assert_trains(records)
@@ -74,6 +85,11 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     assert set(exported) <= set(reference)
     for name, tensor in exported.items():
         assert torch.equal(tensor, reference[name]), name
+
+    # Frozen word embeddings are left out of ZeRO's partitions but kept, unchanged, in the checkpoint.
+    torch.manual_seed(0)  # the run's --seed, set before the model is built
+    initial = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny")).get_input_embeddings().weight
+    assert torch.equal(exported["ernievil.text_embeddings.word_embeddings.weight"], initial.detach())
 
     # A fresh process loads the export through AutoModel, offline.
     script = textwrap.dedent(
