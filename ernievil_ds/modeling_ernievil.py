@@ -502,6 +502,9 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         img_location = region_locations.new_tensor([0.0, 0.0, 1.0, 1.0, 1.0]).expand(
             batch, 1, -1
         )  # (B, 1, 5)
+        # Padding regions (no feature, no box) would embed to one constant vector, whose LayerNorm backward
+        # is 0 * 1/sqrt(eps) = NaN in fp16; placed on the whole image they are ordinary (and still masked).
+        region_locations = torch.where(region_mask.bool()[..., None], region_locations, img_location)
         features = torch.cat([img_feature, region_features], dim=1)  # (B, R, F)
         locations = torch.cat([img_location, region_locations.to(img_location.dtype)], dim=1)  # (B, R, 5)
         image_keep = torch.cat([region_mask.new_ones(batch, 1), region_mask], dim=1)  # (B, R)

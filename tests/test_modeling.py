@@ -133,6 +133,20 @@ def test_every_parameter_receives_a_gradient_from_the_pretraining_loss(tiny_conf
     assert missing == []
 
 
+def test_padding_regions_leave_fp16_gradients_finite(tiny_config, batch_factory):
+    """The collator pads with zero features and zero boxes; in fp16 (DeepSpeed's fp16 engine runs the model
+    in half precision) such a constant embedding must not turn the LayerNorm gradient into NaN."""
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(tiny_config).half()
+    batch = batch_factory(tiny_config)
+    padding = batch["region_mask"] == 0
+    batch["region_features"][padding] = 0.0
+    batch["region_boxes"][padding] = 0.0
+    batch = {k: v.half() if v.is_floating_point() else v for k, v in batch.items()}
+    model(**batch).loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 @pytest.mark.parametrize("without", ["masked regions", "token targets"])
 def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(tiny_config, batch_factory, without):
     """ZeRO-2 needs a gradient for every parameter on every rank, even when a micro-batch has nothing for
