@@ -36,7 +36,7 @@ PRESETS: dict[str, dict] = {
     },
     # The CPU demo's model: MiniLM's width and its first three layers (text stream initialised from
     # all-MiniLM-L6-v2), a co-layer after each text layer, a narrow image stream, and no dropout (demo runs
-    # are far too short to overfit). Cheap enough for 750 steps of 32 pairs in the 15 minutes of the demo.
+    # are far too short to overfit). Cheap enough for 620 steps of 64 pairs in the 15 minutes of the demo.
     "small": {
         "hidden_size": 384,
         "num_hidden_layers": 3,
