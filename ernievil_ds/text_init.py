@@ -29,6 +29,8 @@ _MATCHING_FIELDS = (
     "hidden_act",
     "type_vocab_size",
 )
+#: BERT config fields the checkpoint must have at least as many of (extra layers/positions go unused).
+_AT_LEAST_FIELDS = ("num_hidden_layers", "max_position_embeddings")
 _BERT_PREFIXES = ("bert.", "model.")
 _LAYER_KEY = re.compile(r"^encoder\.layer\.(\d+)\.(.+)$")
 
@@ -103,16 +105,11 @@ def init_text_stream_from_bert(model: ErnieVilPreTrainedModel, bert_dir: str | P
         for name in _MATCHING_FIELDS
         if bert_config.get(name) != getattr(encoder.config, name)
     ]
-    if bert_config.get("num_hidden_layers", 0) < encoder.config.num_hidden_layers:
-        mismatches.append(
-            f"num_hidden_layers: checkpoint {bert_config.get('num_hidden_layers')} < model "
-            f"{encoder.config.num_hidden_layers}"
-        )
-    if bert_config.get("max_position_embeddings", 0) < encoder.config.max_position_embeddings:
-        mismatches.append(
-            f"max_position_embeddings: checkpoint {bert_config.get('max_position_embeddings')} < model "
-            f"{encoder.config.max_position_embeddings}"
-        )
+    mismatches += [  # the checkpoint may have more of these than the model uses, not fewer
+        f"{name}: checkpoint {bert_config.get(name)} < model {getattr(encoder.config, name)}"
+        for name in _AT_LEAST_FIELDS
+        if bert_config.get(name, 0) < getattr(encoder.config, name)
+    ]
     if mismatches:
         raise ValueError(
             f"The BERT checkpoint in {bert_dir} does not fit the ERNIE-ViL text stream: "
