@@ -91,6 +91,13 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--tokenizer", help="a Hugging Face tokenizer directory (default: packaged BERT uncased)"
     )
     data.add_argument("--no-sgp", action="store_true", help="ablation: random token masking only, no SGP")
+    data.add_argument(
+        "--itm-negative-prob",
+        type=float,
+        default=0.5,
+        help="share of training pairs shown another image for image-text matching; token targets come from "
+        "the matched rest (default 0.5, as in ViLBERT and ERNIE-ViL)",
+    )
     data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
     data.add_argument(
         "--group-by-length",
@@ -200,6 +207,7 @@ class PretrainingRun:
     tokenizer: object
     data_dir: Path
     micro_batch_size: int
+    collator: SGPCollator
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> PretrainingRun:
@@ -214,12 +222,15 @@ class PretrainingRun:
             raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
         ds_config = fit_schedule_to_steps(load_ds_config(args.deepspeed_config), args.max_steps)
         _, micro_batch_size, _ = resolve_batch_sizes(ds_config, info.world_size)
+        tokenizer = load_tokenizer(args.tokenizer)
+        collator = SGPCollator(
+            tokenizer, sgp=not args.no_sgp, seed=args.seed, itm_negative_prob=args.itm_negative_prob
+        )
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)
-        tokenizer = load_tokenizer(args.tokenizer)
         data_dir = prepare_data_dir(args, tokenizer)
         args.output_dir.mkdir(parents=True, exist_ok=True)
-        return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size)
+        return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
 
     def train(self, engine) -> dict[str, float]:
         """The loop: engine(batch) -> engine.backward(loss) -> engine.step(), with metrics, evaluation and
@@ -234,7 +245,7 @@ class PretrainingRun:
         sampler = ResumableDistributedSampler(
             len(dataset), num_replicas=info.world_size, rank=info.rank, seed=args.seed, **grouping
         )
-        collator = SGPCollator(self.tokenizer, sgp=not args.no_sgp, seed=args.seed)
+        collator = self.collator
         loader = DataLoader(
             dataset,
             batch_size=self.micro_batch_size,

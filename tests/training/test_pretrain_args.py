@@ -67,3 +67,18 @@ def test_missing_model_config_and_bad_max_steps(tmp_path):
         PretrainingRun.prepare(parse(*common, "--max-steps", "2", "--model-config", str(tmp_path / "c.json")))
     with pytest.raises(ValueError, match="--max-steps must be at least 1"):
         PretrainingRun.prepare(parse(*common, "--max-steps", "0"))
+
+
+def test_itm_negative_prob_outside_zero_one(tmp_path):
+    args = parse(
+        "--deepspeed",
+        str(CONFIGS / "cpu_fp32.json"),
+        "--output-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--itm-negative-prob",
+        "1.5",
+    )
+    with pytest.raises(ValueError, match=r"itm_negative_prob must be a probability in \[0, 1\], got 1.5"):
+        PretrainingRun.prepare(args)
