@@ -276,3 +276,21 @@ def test_parameter_counts_add_up(tiny_config):
     counts = count_parameters_by_component(model)
     assert counts["total"] == sum(p.numel() for p in model.parameters())
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+def test_co_attention_queries_and_keys_start_at_fan_in_std(tiny_config):
+    torch.manual_seed(0)
+    model = ErnieVilModel(tiny_config)
+    for layer in model.co_layers:
+        for attention in (layer.text_attention.self, layer.image_attention.self):
+            for projection in (attention.query, attention.key):
+                expected = projection.in_features**-0.5
+                assert projection.weight.std().item() == pytest.approx(expected, rel=0.15)
+                assert torch.all(projection.bias == 0)
+            assert attention.value.weight.std().item() == pytest.approx(
+                tiny_config.initializer_range, rel=0.15
+            )
+    text_self_attention = model.text_layers[0].attention.self
+    assert text_self_attention.query.weight.std().item() == pytest.approx(
+        tiny_config.initializer_range, rel=0.15
+    )
