@@ -207,8 +207,9 @@ class ErnieVilCoAttentionLayer(nn.Module):
     def __init__(self, config: ErnieVilConfig):
         super().__init__()
         t, v, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
-        self.text_attention = ErnieVilAttention(config, t, v, co, config.co_num_attention_heads, True)
-        self.image_attention = ErnieVilAttention(config, v, t, co, config.co_num_attention_heads, True)
+        heads = config.co_num_attention_heads
+        self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
+        self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
         self.image_feed_forward = ErnieVilFeedForward(config, v, config.v_intermediate_size)
 
@@ -367,7 +368,7 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
         if isinstance(module, ErnieVilCoAttentionProjection):
             # At std 0.02 a co-attention query.key logit starts ~0.1 from uniform and Adam takes hundreds of
             # steps to grow both matrices before a word can single out its region; a fan-in std starts the
-            # logits of order 1 apart (SynthScenes demo: attribute cloze 0.683 instead of 0.619 after 620
+            # logits of order 1 apart (the CPU demo's attribute cloze: 0.708 instead of 0.600 after 620
             # steps, benchmarks/RESULTS.md).
             init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
             init.zeros_(module.bias)
