@@ -16,6 +16,19 @@ def parse(*argv: str) -> argparse.Namespace:
     return add_pretrain_arguments(argparse.ArgumentParser()).parse_args(list(argv))
 
 
+def cpu_run(output_dir: Path, *extra: str) -> argparse.Namespace:
+    """Arguments of a 2-step run with the CPU config, plus ``extra``."""
+    return parse(
+        "--deepspeed",
+        str(CONFIGS / "cpu_fp32.json"),
+        "--output-dir",
+        str(output_dir),
+        "--max-steps",
+        "2",
+        *extra,
+    )
+
+
 def test_batch_sizes_that_do_not_fit_the_world_size(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
     monkeypatch.setenv("RANK", "0")
@@ -29,34 +42,14 @@ def test_batch_sizes_that_do_not_fit_the_world_size(tmp_path, monkeypatch):
 
 
 def test_unknown_preset(tmp_path):
-    args = parse(
-        "--deepspeed",
-        str(CONFIGS / "cpu_fp32.json"),
-        "--output-dir",
-        str(tmp_path),
-        "--max-steps",
-        "2",
-        "--preset",
-        "xl",
-    )
+    args = cpu_run(tmp_path, "--preset", "xl")
     with pytest.raises(ValueError, match=r"Unknown ERNIE-ViL preset 'xl'"):
         PretrainingRun.prepare(args)
 
 
 def test_missing_data_directory(tmp_path):
     missing = tmp_path / "no_such_data"
-    args = parse(
-        "--deepspeed",
-        str(CONFIGS / "cpu_fp32.json"),
-        "--output-dir",
-        str(tmp_path),
-        "--max-steps",
-        "2",
-        "--preset",
-        "tiny",
-        "--data-dir",
-        str(missing),
-    )
+    args = cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(missing))
     with pytest.raises(FileNotFoundError, match=r"--data-dir .*no_such_data does not exist"):
         PretrainingRun.prepare(args)
 
@@ -70,15 +63,6 @@ def test_missing_model_config_and_bad_max_steps(tmp_path):
 
 
 def test_itm_negative_prob_outside_zero_one(tmp_path):
-    args = parse(
-        "--deepspeed",
-        str(CONFIGS / "cpu_fp32.json"),
-        "--output-dir",
-        str(tmp_path),
-        "--max-steps",
-        "2",
-        "--itm-negative-prob",
-        "1.5",
-    )
+    args = cpu_run(tmp_path, "--itm-negative-prob", "1.5")
     with pytest.raises(ValueError, match=r"itm_negative_prob must be a probability in \[0, 1\], got 1.5"):
         PretrainingRun.prepare(args)
