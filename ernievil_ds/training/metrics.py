@@ -23,20 +23,26 @@ LOSS_NAMES = (
 
 class LossAverager:
     """Sums each task's loss over micro-batches (a task may be absent from a batch) and averages over
-    micro-batches and ranks on ``compute()``."""
+    micro-batches and ranks on ``compute()``.
 
-    def __init__(self) -> None:
+    Args:
+        device: the engine's device. The sums stay there (no host sync per step) and are reduced there
+            (NCCL reduces GPU tensors only).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
-        self.counts = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
+        self.sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=self.device)
+        self.counts = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=self.device)
 
     def update(self, outputs) -> None:
         for i, name in enumerate(LOSS_NAMES):
             value = outputs.get(name)
             if value is not None:
-                self.sums[i] += float(value.detach())
+                self.sums[i] += value.detach().to(self.device, torch.float64)
                 self.counts[i] += 1
 
     def compute(self) -> dict[str, float]:
@@ -44,7 +50,7 @@ class LossAverager:
         totals = torch.stack([self.sums, self.counts])  # (2, tasks)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(totals)
-        return {name: float(s / c) for name, s, c in zip(LOSS_NAMES, *totals) if c > 0}
+        return {name: float(s / c) for name, s, c in zip(LOSS_NAMES, *totals.cpu()) if c > 0}
 
 
 class MetricsWriter:
