@@ -56,18 +56,20 @@ def run_cloze(
     split: str = "eval",
     batch_size: int = 64,
     max_examples: int | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Top-1/top-5 accuracy per node type with the true and with a mismatched image.
 
     A node counts as right at top-k only when every one of its WordPieces is (for a relation such as
-    "on top of", all three).
+    "on top of", all three). The model runs on ``device`` (default: the GPU when there is one).
 
     Returns:
         ``{"true_image": {type: {"top1", "top5", "count"}}, "mismatched_image": {...},
         "gap_top1": {type: true - mismatched}}``.
     """
     model_dir = Path(model_dir)
-    model = ErnieVilForPreTraining.from_pretrained(model_dir).eval()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = ErnieVilForPreTraining.from_pretrained(model_dir).to(device).eval()
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else None)
     dataset = load_pretraining_split(data_dir, split)
     count = len(dataset) if max_examples is None else min(max_examples, len(dataset))
@@ -84,6 +86,7 @@ def run_cloze(
                 else [dataset[_mismatched_partner(dataset, i)] for i, _ in chunk]
             )
             batch, targets = collate_cloze(examples, nodes, tokenizer, image_examples=images)
+            batch = {name: tensor.to(device) for name, tensor in batch.items()}
             logits = model(**batch).masked_token_logits  # (N, V), rows in (example, position) order
             labels = batch["labels"][batch["labels"] != -100]  # (N,)
             for target, (top1, top5) in zip(targets, node_hits(logits, labels, targets)):

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     cloze.add_argument("--split", default="eval")
     cloze.add_argument("--max-examples", type=int)
+    cloze.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: the GPU when there is one)")
     cloze.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cloze.set_defaults(func=run_eval_cloze)
 
@@ -51,7 +52,9 @@ def run_eval_cloze(args: argparse.Namespace) -> int:
     data = args.data or default_synth_dir(0, DEFAULT_SYNTH_TRAIN_IMAGES, DEFAULT_SYNTH_EVAL_IMAGES)
     if not data.is_dir():
         raise FileNotFoundError(f"No data at {data}: pass --data DIR (a prepared data directory)")
-    results = run_cloze(args.model, data, split=args.split, max_examples=args.max_examples)
+    results = run_cloze(
+        args.model, data, split=args.split, max_examples=args.max_examples, device=args.device
+    )
     print(json.dumps(results, indent=2) if args.json else format_cloze_table(results))
     return 0
 

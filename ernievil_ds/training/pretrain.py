@@ -269,7 +269,7 @@ class PretrainingRun:
         epoch, position = (state["epoch"], state["position"]) if state else (0, 0)
         writer = MetricsWriter(args.output_dir, enabled=info.is_main)
         writer.drop_after(step)
-        averager = LossAverager()
+        averager = LossAverager(engine.device)
         dtype = engine_dtype(engine)
         config = engine.module.config
         progress = tqdm(total=args.max_steps, initial=step, desc="pretrain", disable=not info.is_main)
@@ -309,6 +309,7 @@ class PretrainingRun:
                             "skipped_steps": engine.skipped_steps,
                             "samples_per_sec": interval_samples / elapsed,
                             "model_tflops_per_sec": interval_flops / elapsed / 1e12,
+                            **_peak_memory(engine.device),
                         }
                     )
                     progress.set_postfix(loss=f"{last_losses.get('loss', math.nan):.3f}")
@@ -333,7 +334,7 @@ class PretrainingRun:
         if step == args.max_steps:
             if not (args.eval_every and step % args.eval_every == 0):  # else it was just evaluated
                 writer.write_eval({"step": step, **self.evaluate(engine)})
-            self._finish(checkpoint_root)
+            self._finish(checkpoint_root, engine.device)
         writer.close()
         return last_losses
 
@@ -353,7 +354,7 @@ class PretrainingRun:
         """Per-task losses on the first ``--eval-batches`` batches of the evaluation split, with a fixed
         masking seed; RNG state and train mode are restored afterwards."""
         args, loader = self.args, self._eval_loader
-        averager, dtype = LossAverager(), engine_dtype(engine)
+        averager, dtype = LossAverager(engine.device), engine_dtype(engine)
         engine.eval()
         with torch.random.fork_rng(devices=[]):
             for i, batch in enumerate(loader):
@@ -363,8 +364,8 @@ class PretrainingRun:
         engine.train()
         return {f"eval_{name}": value for name, value in averager.compute().items()}
 
-    def _finish(self, checkpoint_root: Path) -> None:
-        """Export the last checkpoint to ``hf_model/`` and print the cloze table (rank 0)."""
+    def _finish(self, checkpoint_root: Path, device: torch.device) -> None:
+        """Export the last checkpoint to ``hf_model/`` and print the cloze table (rank 0, on ``device``)."""
         if self.args.no_export or not dist_info().is_main:
             _barrier()
             return
@@ -374,10 +375,17 @@ class PretrainingRun:
         if not self.args.no_cloze:
             from ernievil_ds.training.cloze import format_cloze_table, run_cloze
 
-            results = run_cloze(hf_dir, self.data_dir)
+            results = run_cloze(hf_dir, self.data_dir, device=device)
             (self.args.output_dir / "cloze.json").write_text(json.dumps(results, indent=2))
             print(format_cloze_table(results), flush=True)
         _barrier()
+
+
+def _peak_memory(device: torch.device) -> dict[str, float]:
+    """``{"gpu_peak_memory_gb": ...}``: the most this process has allocated on its GPU so far (none on a CPU)."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9}
 
 
 def _loss_scale(engine) -> float:
