@@ -11,13 +11,13 @@ DataLoader worker, and prints samples per second over the timed batches.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 
 from ernievil_ds.data import (
     ResumableDistributedSampler,
@@ -37,12 +37,17 @@ def detector_sized_copy(synth_dir: Path, boxes_per_image: int) -> Path:
         return target
     rng = np.random.default_rng(0)
     image_ids = load_table(synth_dir / IMAGES_DIR)["image_id"]
+
+    def random_boxes() -> np.ndarray:  # (boxes_per_image, 4) x1 <= x2, y1 <= y2 inside 640 x 480
+        corners = rng.random((boxes_per_image, 2, 2)) * np.array([640, 480])  # two (x, y) points each
+        return np.concatenate([corners.min(1), corners.max(1)], axis=1).astype(np.float32)
+
     records = [
         {
             "image_id": image_id,
             "width": 640,
             "height": 480,
-            "boxes": rng.random((boxes_per_image, 4), dtype=np.float32) * 480,
+            "boxes": random_boxes(),
             "features": rng.random((boxes_per_image, 2048), dtype=np.float32),
             "cls_prob": rng.dirichlet(np.ones(NUM_DETECTOR_CLASSES), boxes_per_image),
         }
@@ -108,7 +113,7 @@ def main() -> None:
     for _ in range(args.batches):
         regions += next(stream)["region_features"].shape[1]
     elapsed = time.perf_counter() - start
-    print(f"cpu: {platform.processor() or platform.machine()}, torch threads: {torch.get_num_threads()}")
+    print(f"cpu: {cpu_name()}, torch threads: {torch.get_num_threads()}")
     print(
         f"data: {data_dir} ({args.split}, {len(dataset)} pairs), padded regions per batch: {regions / args.batches:.1f}"
     )

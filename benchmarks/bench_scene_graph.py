@@ -28,22 +28,12 @@ from itertools import cycle, islice
 from pathlib import Path
 
 import spacy
+from machine import cpu_name
 
 from ernievil_ds.scene_graph import SceneGraphParser
 from ernievil_ds.scene_graph.parser import UNUSED_COMPONENTS
 
 DEV_SET = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "scene_graphs_dev.jsonl"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_seconds() -> float:
