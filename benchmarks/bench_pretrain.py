@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -76,9 +77,25 @@ def run_one(config: dict, attn: str, args: argparse.Namespace, data_dir: Path, w
         finished = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, check=False)
     metrics = run_dir / "metrics.jsonl"
     if finished.returncode != 0 or not metrics.is_file():
-        print(f"--- {work.name} failed; the end of its log:", *log.read_text().splitlines()[-30:], sep="\n")
+        tail = log.read_text().splitlines()[-30:]
+        print(f"--- {work.name} failed; the end of its log:", *tail, sep="\n", file=sys.stderr)
         return {"error": f"failed (exit {finished.returncode})"}
     return json.loads(metrics.read_text().splitlines()[-1])
+
+
+def table_row(name: str, config: dict, attn: str, record: dict, num_processes: int) -> str:
+    batch = (
+        f"{config['train_micro_batch_size_per_gpu']} x {config.get('gradient_accumulation_steps', 1)} "
+        f"x {num_processes}"
+    )
+    if "error" in record:
+        return f"| {name} | {precision(config)} | {attn} | {batch} | {record['error']} | | | |"
+    peak = record.get("gpu_peak_memory_gb")  # absent on a CPU
+    return (
+        f"| {name} | {precision(config)} | {attn} | {batch} | {record['samples_per_sec']:.1f} "
+        f"| {record['model_tflops_per_sec']:.2f} | {'-' if peak is None else f'{peak:.1f}'} "
+        f"| {record['skipped_steps']} |"
+    )
 
 
 def main() -> None:
@@ -100,6 +117,16 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="keep runs and logs here (default: a temporary one)")
     args = parser.parse_args()
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(
+        f"{args.preset} preset, {args.boxes_per_image} regions per image, {args.num_gpus} process(es), "
+        f"{args.num_workers} loader workers per process, {args.steps} steps per run, on {device_name(device)}"
+    )
+    print(
+        "| config | precision | attention | micro x accumulation x processes | samples/s | model TFLOP/s "
+        "| peak GPU GB | skipped steps |"
+    )
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work_root = args.work_dir or Path(tmp)
         synth = build_synth_scenes(
@@ -110,38 +137,14 @@ def main() -> None:
             tokenizer=load_tokenizer(args.tokenizer),
         )
         data_dir = detector_sized_copy(synth, args.boxes_per_image)
-        rows = []
         for path in args.configs:
             config = config_for_world_size(path, args.num_gpus)
             for attn in args.attn:
                 work = work_root / f"{path.stem}-{attn}"
                 work.mkdir(parents=True, exist_ok=True)
-                rows.append((path.name, config, attn, run_one(config, attn, args, data_dir, work)))
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(
-        f"{args.preset} preset, {args.boxes_per_image} regions per image, {args.num_gpus} process(es), "
-        f"{args.num_workers} loader workers per process, {args.steps} steps per run, on {device_name(device)}"
-    )
-    print(
-        "| config | precision | attention | micro x accumulation x processes | samples/s | model TFLOP/s "
-        "| peak GPU GB | skipped steps |"
-    )
-    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
-    for name, config, attn, record in rows:
-        batch = (
-            f"{config['train_micro_batch_size_per_gpu']} x {config.get('gradient_accumulation_steps', 1)} "
-            f"x {args.num_gpus}"
-        )
-        if "error" in record:
-            print(f"| {name} | {precision(config)} | {attn} | {batch} | {record['error']} | | | |")
-            continue
-        peak = record.get("gpu_peak_memory_gb")  # absent on a CPU
-        print(
-            f"| {name} | {precision(config)} | {attn} | {batch} | {record['samples_per_sec']:.1f} "
-            f"| {record['model_tflops_per_sec']:.2f} | {'-' if peak is None else f'{peak:.1f}'} "
-            f"| {record['skipped_steps']} |"
-        )
+                record = run_one(config, attn, args, data_dir, work)
+                # Each row as soon as it is measured: a run cut short still leaves the rows before it.
+                print(table_row(path.name, config, attn, record, args.num_gpus), flush=True)
 
 
 if __name__ == "__main__":
