@@ -66,9 +66,14 @@ def run_cloze(
     Returns:
         ``{"true_image": {type: {"top1", "top5", "count"}}, "mismatched_image": {...},
         "gap_top1": {type: true - mismatched}}``.
+
+    Raises:
+        ValueError: a CUDA device is asked for where PyTorch sees none.
     """
     model_dir = Path(model_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but this PyTorch sees no CUDA GPU")
     model = ErnieVilForPreTraining.from_pretrained(model_dir).to(device).eval()
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else None)
     dataset = load_pretraining_split(data_dir, split)

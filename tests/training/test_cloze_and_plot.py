@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from ernievil_ds.training.cloze import format_cloze_table, node_hits
+from ernievil_ds.training.cloze import format_cloze_table, node_hits, run_cloze
 from ernievil_ds.training.plot import plot_metrics
 
 
@@ -38,6 +39,12 @@ def test_cloze_table_lists_each_node_type_and_the_gap():
     }
     table = format_cloze_table(results)
     assert "relation" in table and "+0.700" in table and "0.900" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cloze_on_a_missing_gpu_says_so_before_loading_anything(tmp_path):
+    with pytest.raises(ValueError, match="'cuda' was asked for, but this PyTorch sees no CUDA GPU"):
+        run_cloze(tmp_path / "no_model", tmp_path / "no_data", device="cuda")
 
 
 def test_plot_draws_a_png_from_metrics(tmp_path):
