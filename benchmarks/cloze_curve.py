@@ -23,11 +23,7 @@ from machine import device_name
 from ernievil_ds.training.checkpoint import complete_checkpoints
 from ernievil_ds.training.cloze import NODE_TYPES, run_cloze
 from ernievil_ds.training.export import export_checkpoint
-from ernievil_ds.training.pretrain import (
-    DEFAULT_SYNTH_EVAL_IMAGES,
-    DEFAULT_SYNTH_TRAIN_IMAGES,
-    default_synth_dir,
-)
+from ernievil_ds.training.pretrain import default_synth_dir
 
 
 def main() -> None:
@@ -41,7 +37,7 @@ def main() -> None:
     checkpoints = complete_checkpoints(args.run_dir / "checkpoints")
     if not checkpoints:
         raise SystemExit(f"{args.run_dir}/checkpoints holds no complete checkpoint")
-    data = args.data or default_synth_dir(0, DEFAULT_SYNTH_TRAIN_IMAGES, DEFAULT_SYNTH_EVAL_IMAGES)
+    data = args.data or default_synth_dir()
     if not data.is_dir():
         raise SystemExit(f"No data at {data}: pass --data DIR")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

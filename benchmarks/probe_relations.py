@@ -26,11 +26,7 @@ import torch
 from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split, load_tokenizer
 from ernievil_ds.data.synth import NOUN_CLASSES, NOUNS
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
-from ernievil_ds.training.pretrain import (
-    DEFAULT_SYNTH_EVAL_IMAGES,
-    DEFAULT_SYNTH_TRAIN_IMAGES,
-    default_synth_dir,
-)
+from ernievil_ds.training.pretrain import default_synth_dir
 
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "region_features", "region_mask")
 ENCODER_INPUTS += ("region_boxes", "image_sizes")
@@ -108,7 +104,7 @@ def main() -> None:
     parser.add_argument("--train-pairs", type=int, default=3000, help="training pairs to fit the probes on")
     args = parser.parse_args()
 
-    data = args.data or default_synth_dir(0, DEFAULT_SYNTH_TRAIN_IMAGES, DEFAULT_SYNTH_EVAL_IMAGES)
+    data = args.data or default_synth_dir()
     model = ErnieVilForPreTraining.from_pretrained(args.model).eval()
     tokenizer = load_tokenizer(args.model)
     train = collect(model, tokenizer, data, "train", args.train_pairs)

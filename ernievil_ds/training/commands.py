@@ -43,13 +43,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_eval_cloze(args: argparse.Namespace) -> int:
     from ernievil_ds.training.cloze import format_cloze_table, run_cloze
-    from ernievil_ds.training.pretrain import (
-        DEFAULT_SYNTH_EVAL_IMAGES,
-        DEFAULT_SYNTH_TRAIN_IMAGES,
-        default_synth_dir,
-    )
+    from ernievil_ds.training.pretrain import default_synth_dir
 
-    data = args.data or default_synth_dir(0, DEFAULT_SYNTH_TRAIN_IMAGES, DEFAULT_SYNTH_EVAL_IMAGES)
+    data = args.data or default_synth_dir()
     if not data.is_dir():
         raise FileNotFoundError(f"No data at {data}: pass --data DIR (a prepared data directory)")
     results = run_cloze(

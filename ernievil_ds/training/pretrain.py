@@ -45,8 +45,13 @@ DEFAULT_SYNTH_TRAIN_IMAGES = 6000
 DEFAULT_SYNTH_EVAL_IMAGES = 100
 
 
-def default_synth_dir(seed: int, num_train_images: int, num_eval_images: int) -> Path:
-    """Where the built-in SynthScenes data is cached (``$ERNIEVIL_DS_CACHE`` or ``~/.cache/ernievil_ds``)."""
+def default_synth_dir(
+    seed: int = 0,
+    num_train_images: int = DEFAULT_SYNTH_TRAIN_IMAGES,
+    num_eval_images: int = DEFAULT_SYNTH_EVAL_IMAGES,
+) -> Path:
+    """Where the built-in SynthScenes data is cached (``$ERNIEVIL_DS_CACHE`` or ``~/.cache/ernievil_ds``);
+    with no arguments, the data of a run with the default seed and sizes."""
     root = Path(os.environ.get("ERNIEVIL_DS_CACHE", Path.home() / ".cache" / "ernievil_ds"))
     return root / f"synth_scenes-v{SYNTH_VERSION}-seed{seed}-train{num_train_images}-eval{num_eval_images}"
 
