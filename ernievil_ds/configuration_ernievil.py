@@ -35,8 +35,9 @@ PRESETS: dict[str, dict] = {
         "text_co_layer_ids": [18, 19, 20, 21, 22, 23],
     },
     # The CPU demo's model: MiniLM's width and its first three layers (text stream initialised from
-    # all-MiniLM-L6-v2), a co-layer after each text layer, a narrow image stream, and no dropout (demo runs
-    # are far too short to overfit). Cheap enough for 620 steps of 64 pairs in the 15 minutes of the demo.
+    # all-MiniLM-L6-v2), a co-layer after each text layer, box embeddings before every co-layer (without them
+    # relations stay at chance: benchmarks/RESULTS.md), a narrow image stream, and no dropout (demo runs are
+    # far too short to overfit). Cheap enough for 700 steps of 64 pairs in the 15 minutes of the demo.
     "small": {
         "hidden_size": 384,
         "num_hidden_layers": 3,
@@ -50,6 +51,7 @@ PRESETS: dict[str, dict] = {
         "co_num_attention_heads": 4,
         "text_co_layer_ids": [1, 2, 3],
         "image_co_layer_ids": [0, 1, 2],
+        "co_layer_box_embeddings": True,
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
     },
@@ -67,6 +69,7 @@ PRESETS: dict[str, dict] = {
         "co_num_attention_heads": 2,
         "text_co_layer_ids": [1, 2],
         "image_co_layer_ids": [0, 1],
+        "co_layer_box_embeddings": True,
     },
 }
 
@@ -84,7 +87,9 @@ class ErnieVilConfig(PreTrainedConfig):
     ``v_intermediate_size``.
     Co-attention: ``co_hidden_size`` and ``co_num_attention_heads``; co-layer ``i`` runs after text layers
     ``0 .. text_co_layer_ids[i] - 1`` and image layers ``0 .. image_co_layer_ids[i] - 1``; the layers
-    left after the last co-layer run at the end.
+    left after the last co-layer run at the end. ``co_layer_box_embeddings`` (not in ERNIE-ViL, off in
+    ``base`` and ``large``) adds a learned embedding of each region's 5-d location to the image states
+    before every co-layer, as DETR adds its positional encodings at every layer rather than once.
     Heads: ``num_region_classes`` (1601 Visual Genome detector classes), ``num_region_attributes`` (401,
     used by fine-tuning), ``masked_region_target`` (``"class_distribution"``: KL to the detector's
     distribution; ``"features"``: regression of the original feature), ``task_loss_weights``.
@@ -113,6 +118,7 @@ class ErnieVilConfig(PreTrainedConfig):
     co_num_attention_heads: int = 8
     text_co_layer_ids: list[int] | tuple[int, ...] = (6, 7, 8, 9, 10, 11)
     image_co_layer_ids: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    co_layer_box_embeddings: bool = False
 
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1

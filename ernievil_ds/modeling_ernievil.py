@@ -202,12 +202,18 @@ class ErnieVilLayer(nn.Module):
 
 class ErnieVilCoAttentionLayer(nn.Module):
     """Text queries attend image keys/values and image queries attend text keys/values, each direction with
-    its own weights through the co-attention width; then each stream's own FFN. No self-attention."""
+    its own weights through the co-attention width; then each stream's own FFN. No self-attention.
+
+    With ``config.co_layer_box_embeddings`` the image states first get a learned embedding of their regions'
+    5-d locations added: the image embeddings add the box once, beside a 2048-d feature, and after a few
+    layers little of it is left for a relation to read (benchmarks/RESULTS.md).
+    """
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__()
         t, v, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
         heads = config.co_num_attention_heads
+        self.box_embedding = nn.Linear(config.v_loc_size, v) if config.co_layer_box_embeddings else None
         self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
         self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
@@ -219,8 +225,12 @@ class ErnieVilCoAttentionLayer(nn.Module):
         image_states: torch.Tensor,
         text_mask: torch.Tensor,
         image_mask: torch.Tensor,
+        image_locations: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """text_states (B, T, Ct), image_states (B, R, Cv) and their additive masks -> updated states."""
+        """text_states (B, T, Ct), image_states (B, R, Cv), their additive masks and the regions' 5-d
+        image_locations (B, R, 5) -> updated text and image states."""
+        if self.box_embedding is not None:
+            image_states = image_states + self.box_embedding(image_locations.to(image_states.dtype))
         text_attended = self.text_attention(text_states, image_states, image_mask)
         image_attended = self.image_attention(image_states, text_states, text_mask)
         return self.text_feed_forward(text_attended), self.image_feed_forward(image_attended)
@@ -374,10 +384,10 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
             return
         if isinstance(module, nn.Linear) and module.in_features == self.config.v_loc_size:
-            # The image embeddings' location projection, the only 5-input layer. The 5-d location enters
-            # beside a 2048-d feature: at BERT's std 0.02 its share of the region embedding starts ~60x
-            # smaller than the feature's and takes thousands of Adam steps to grow, and relations need it.
-            # A fan-in std (1/sqrt(5)) starts the two on equal footing.
+            # The location projections (the image embeddings' and the co-layers' box embeddings), the only
+            # 5-input layers. The 5-d location enters beside a 2048-d feature: at BERT's std 0.02 its share of
+            # the region embedding starts ~60x smaller than the feature's and takes thousands of Adam steps to
+            # grow, and relations need it. A fan-in std (1/sqrt(5)) starts the two on equal footing.
             init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
             init.zeros_(module.bias)
             return
@@ -553,7 +563,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
                     all_text.append(text)
             for layer in self.image_layers[image_start:image_end]:
                 image = layer(image, image_mask)
-            text, image = co_layer(text, image, text_mask, image_mask)
+            text, image = co_layer(text, image, text_mask, image_mask, locations)
             if output_hidden_states:
                 all_text.append(text)
             text_start, image_start = text_end, image_end

@@ -294,3 +294,38 @@ def test_co_attention_queries_and_keys_start_at_fan_in_std(tiny_config):
     assert text_self_attention.query.weight.std().item() == pytest.approx(
         tiny_config.initializer_range, rel=0.15
     )
+
+
+@pytest.mark.parametrize("box_embeddings", [True, False])
+def test_co_layer_box_embeddings_carry_the_boxes_into_every_co_layer(
+    tiny_config, batch_factory, box_embeddings
+):
+    """With the image embeddings' location projection zeroed, the boxes reach the text stream through the
+    co-layers' box embeddings, and only through them."""
+    config = copy.deepcopy(tiny_config)
+    config.co_layer_box_embeddings = box_embeddings
+    torch.manual_seed(0)
+    model = ErnieVilModel(config).eval()
+    with torch.no_grad():
+        model.image_embeddings.location_projection.weight.zero_()
+        model.image_embeddings.location_projection.bias.zero_()
+    batch = encoder_inputs(batch_factory(config))
+    moved = dict(batch, region_boxes=batch["region_boxes"] * 0.5)  # every real box moves, stays valid
+    with torch.no_grad():
+        text, moved_text = (model(**inputs).text_hidden_states for inputs in (batch, moved))
+    real = batch["attention_mask"].bool()
+    changed = (text - moved_text)[real].abs().max().item()
+    if box_embeddings:
+        assert changed > 1e-3
+        for layer in model.co_layers:  # the box embeddings start like the location projection: fan-in std
+            assert layer.box_embedding.weight.std().item() == pytest.approx(5**-0.5, rel=0.3)
+    else:
+        assert changed == 0.0
+
+
+def test_base_and_large_have_no_co_layer_box_embeddings():
+    """The official architectures stay ERNIE-ViL's: the box enters once, in the image embeddings."""
+    for preset in ("base", "large"):
+        config = ErnieVilConfig.from_preset(preset)
+        assert not config.co_layer_box_embeddings
+    assert ErnieVilConfig.from_preset("small").co_layer_box_embeddings
