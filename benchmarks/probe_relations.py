@@ -33,13 +33,20 @@ ENCODER_INPUTS += ("region_boxes", "image_sizes")
 NOUN_CLASS = dict(zip(NOUNS, NOUN_CLASSES))
 
 
+def noun_regions(example: dict) -> dict[str, int]:
+    """The region of each noun of the image (the one whose class distribution peaks at the noun's class)."""
+    peaks = np.asarray(example["cls_prob"], dtype=np.float32).argmax(1)  # (R,)
+    return {
+        noun: int(np.flatnonzero(peaks == cls)[0]) for noun, cls in NOUN_CLASS.items() if (peaks == cls).any()
+    }
+
+
 def region_centres(example: dict) -> dict[str, np.ndarray]:
     """Each noun's region centre as (x / width, y / height), keyed by noun."""
     boxes = np.asarray(example["boxes"], dtype=np.float64)  # (R, 4)
     size = np.array([example["width"], example["height"]], dtype=np.float64)
     centres = np.stack([boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]], axis=1) / 2 / size  # (R, 2)
-    peaks = np.asarray(example["cls_prob"], dtype=np.float32).argmax(1)  # (R,)
-    return {noun: centres[peaks == cls][0] for noun, cls in NOUN_CLASS.items() if (peaks == cls).any()}
+    return {noun: centres[region] for noun, region in noun_regions(example).items()}
 
 
 @torch.no_grad()
