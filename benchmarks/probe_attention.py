@@ -38,10 +38,10 @@ MEASURES = (
 )
 
 
-def record_attention(model) -> list[torch.Tensor]:
+def record_attention(model) -> tuple[list[torch.Tensor], list]:
     """Hooks that append each co-attention direction's probabilities (B, H, Lq, Lk) as the model runs, in
-    the order text→image C0, image→text C0, text→image C1, ..."""
-    probabilities = []
+    the order text→image C0, image→text C0, text→image C1, ...; returns the list and the hooks' handles."""
+    probabilities, handles = [], []
 
     def hook(attention, args, _output):
         queries, context, mask = args
@@ -51,15 +51,15 @@ def record_attention(model) -> list[torch.Tensor]:
         probabilities.append(torch.softmax(q @ k.transpose(-1, -2) * attention.scaling + mask, dim=-1))
 
     for layer in model.ernievil.co_layers:
-        layer.text_attention.self.register_forward_hook(hook)
-        layer.image_attention.self.register_forward_hook(hook)
-    return probabilities
+        handles.append(layer.text_attention.self.register_forward_hook(hook))
+        handles.append(layer.image_attention.self.register_forward_hook(hook))
+    return probabilities, handles
 
 
 @torch.no_grad()
 def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, tuple[np.ndarray, float]]:
     """{measure: (mass per co-layer and head (L, H), uniform mass)} on captions with a ``node_type`` masked."""
-    probabilities = record_attention(model)
+    probabilities, handles = record_attention(model)
     cases = []  # (example index, node index): the first node of the type in each caption
     for i in range(min(pairs, len(dataset))):
         nodes = [k for k, t in enumerate(dataset[i]["node_types"]) if t == TASK_IDS[node_type]]
@@ -101,6 +101,8 @@ def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, 
                 for noun_position, noun in nouns:
                     add(MEASURES[3], text_to_image[b, :, :, noun_position, regions[noun]], 1 / num_regions)
                     add(MEASURES[4], image_to_text[b, :, :, regions[noun], noun_position], 1 / num_tokens)
+    for handle in handles:
+        handle.remove()
     return {name: (total / count, uniform / count) for name, (total, uniform, count) in sums.items()}
 
 
