@@ -18,16 +18,11 @@ attribute's object the noun just after it.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
-from probe_relations import ENCODER_INPUTS, noun_regions
+from probe_relations import ENCODER_INPUTS, load_probed, noun_regions, probe_parser
 
-from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split, load_tokenizer
-from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
-from ernievil_ds.training.pretrain import default_synth_dir
+from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split
 
 MEASURES = (
     "relation → subject region",
@@ -107,15 +102,12 @@ def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path, help="an exported model directory (hf_model/)")
-    parser.add_argument("--data", type=Path, help="the run's data directory (default: SynthScenes)")
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=300, help="evaluation pairs to look at")
     args = parser.parse_args()
 
-    model = ErnieVilForPreTraining.from_pretrained(args.model).eval()
-    tokenizer = load_tokenizer(args.model)
-    dataset = load_pretraining_split(args.data or default_synth_dir(), "eval")
+    model, tokenizer, data = load_probed(args)
+    dataset = load_pretraining_split(data, "eval")
     results = {}
     for node_type in ("relation", "attribute"):
         results |= measure(model, tokenizer, dataset, node_type, args.pairs)

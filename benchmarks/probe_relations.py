@@ -104,16 +104,26 @@ def block_names(config) -> list[str]:
     return names + [f"text layer {j}" for j in range(text_start, config.num_hidden_layers)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every probe takes: an exported model directory and its data directory."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("model", type=Path, help="an exported model directory (hf_model/)")
     parser.add_argument("--data", type=Path, help="the run's data directory (default: SynthScenes)")
+    return parser
+
+
+def load_probed(args: argparse.Namespace) -> tuple[ErnieVilForPreTraining, object, Path]:
+    """The model (in eval mode), its tokenizer and the data directory named by ``probe_parser``'s arguments."""
+    model = ErnieVilForPreTraining.from_pretrained(args.model).eval()
+    return model, load_tokenizer(args.model), args.data or default_synth_dir()
+
+
+def main() -> None:
+    parser = probe_parser(__doc__.splitlines()[0])
     parser.add_argument("--train-pairs", type=int, default=3000, help="training pairs to fit the probes on")
     args = parser.parse_args()
 
-    data = args.data or default_synth_dir()
-    model = ErnieVilForPreTraining.from_pretrained(args.model).eval()
-    tokenizer = load_tokenizer(args.model)
+    model, tokenizer, data = load_probed(args)
     train = collect(model, tokenizer, data, "train", args.train_pairs)
     test = collect(model, tokenizer, data, "eval", None)
 

@@ -86,10 +86,9 @@ def cloze_accuracy(
     """Top-1/top-5 accuracy per node type with the true and with a mismatched image.
 
     Each scene-graph node of ``node_types`` in the first ``max_examples`` examples is masked in turn, alone
-    (a type left out scores count 0). A node counts as
-    right at top-k only when every one of its WordPieces is (for a relation such as "on top of", all
-    three). The model runs in eval mode on the device its parameters are on, and is left in the mode it
-    came in.
+    (a type left out scores count 0). A node counts as right at top-k only when every one of its
+    WordPieces is (for a relation such as "on top of", all three). The model runs in eval mode on the device
+    its parameters are on, and is left in the mode it came in.
 
     Returns:
         ``{"true_image": {type: {"top1", "top5", "count"}}, "mismatched_image": {...},
