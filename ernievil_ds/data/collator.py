@@ -2,8 +2,9 @@
 
 The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
 
-- 30% of each caption's scene-graph nodes are chosen: an object masks its span, an attribute its span (its
-  object is kept), a relation its span (both objects are kept); a chosen node's WordPieces all become
+- 30% of each caption's objects, 30% of its attributes and 30% of its relations are chosen, each type on
+  its own as in the paper (the rate can differ per type): an object masks its span, an attribute its span
+  (its object is kept), a relation its span (both objects are kept); a chosen node's WordPieces all become
   [MASK] (80%), random tokens (10%) or stay (10%);
 - 15% of the remaining caption tokens are chosen with the same 80/10/10 split (the only masking with
   ``sgp=False``);
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 import zlib
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ import torch
 from ernievil_ds.data.schema import FEATURE_DIM
 
 TASK_IDS = {"mlm": 0, "object": 1, "attribute": 2, "relation": 3}
+NODE_TYPES = ("object", "attribute", "relation")
 IGNORE_INDEX = -100
 
 
@@ -115,6 +118,31 @@ def _check_probability(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
 
 
+def node_mask_rates(node_mask_prob: float | Mapping[str, float]) -> np.ndarray:
+    """The node-masking rate of every task id (index ``TASK_IDS[type]``; 0 for plain tokens).
+
+    Args:
+        node_mask_prob: one rate for every node type, or rates by type name (``"object"``, ``"attribute"``,
+            ``"relation"``); a type left out keeps the paper's 0.3.
+
+    Raises:
+        ValueError: an unknown node type or a rate outside [0, 1].
+    """
+    if not isinstance(node_mask_prob, Mapping):
+        node_mask_prob = dict.fromkeys(NODE_TYPES, node_mask_prob)
+    unknown = set(node_mask_prob) - set(NODE_TYPES)
+    if unknown:
+        raise ValueError(
+            f"node_mask_prob names unknown node types {sorted(unknown)}; known: {list(NODE_TYPES)}"
+        )
+    rates = np.zeros(len(TASK_IDS))
+    for node_type in NODE_TYPES:
+        rate = float(node_mask_prob.get(node_type, 0.3))
+        _check_probability(f"node_mask_prob[{node_type!r}]", rate)
+        rates[TASK_IDS[node_type]] = rate
+    return rates
+
+
 class SGPCollator:
     """Collate examples of ``load_pretraining_split`` into a pretraining batch (see the module docstring).
 
@@ -133,7 +161,7 @@ class SGPCollator:
         *,
         sgp: bool = True,
         seed: int = 0,
-        node_mask_prob: float = 0.3,
+        node_mask_prob: float | Mapping[str, float] = 0.3,
         token_mask_prob: float = 0.15,
         region_mask_prob: float = 0.15,
         region_zero_prob: float = 0.9,
@@ -141,8 +169,8 @@ class SGPCollator:
         max_text_len: int = 40,
         max_regions: int = 100,
     ) -> None:
+        self.node_mask_rates = node_mask_rates(node_mask_prob)  # (4,) by task id
         for name, value in (
-            ("node_mask_prob", node_mask_prob),
             ("token_mask_prob", token_mask_prob),
             ("region_mask_prob", region_mask_prob),
             ("region_zero_prob", region_zero_prob),
@@ -154,7 +182,7 @@ class SGPCollator:
         if max_regions < 1:
             raise ValueError(f"max_regions must be >= 1, got {max_regions}")
         self.sgp, self.seed, self.epoch = sgp, seed, 0
-        self.node_mask_prob, self.token_mask_prob = node_mask_prob, token_mask_prob
+        self.token_mask_prob = token_mask_prob
         self.region_mask_prob, self.region_zero_prob = region_mask_prob, region_zero_prob
         self.itm_negative_prob = itm_negative_prob
         self.max_text_len, self.max_regions = max_text_len, max_regions
@@ -190,8 +218,8 @@ class SGPCollator:
         return images, (~swap).astype(np.int64)
 
     def _choose_nodes(self, examples: list[dict], lengths: np.ndarray, rng: np.random.Generator):
-        """Choose ``node_mask_prob`` of each caption's nodes: randomised rounding of the count makes the
-        rate exact in expectation; nodes cut off by truncation drop out.
+        """Choose each caption's nodes of every type at that type's rate: randomised rounding of the count
+        makes the rate exact in expectation; nodes cut off by truncation drop out.
 
         Returns:
             the chosen nodes' WordPieces as rows (num_pieces,) and columns (num_pieces,), each piece's task
@@ -207,12 +235,14 @@ class SGPCollator:
         if not pieces:
             return (np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0),)
         node_rows, node_types = np.array(node_rows), np.array(node_types, dtype=np.int64)
-        per_caption = np.bincount(node_rows, minlength=len(examples))  # (B,)
-        quota = np.floor(self.node_mask_prob * per_caption + rng.random(len(examples)))  # (B,)
-        order = np.lexsort((rng.random(len(node_rows)), node_rows))  # shuffled within each caption
+        groups = node_rows * len(TASK_IDS) + node_types  # one group per (caption, node type)
+        per_group = np.bincount(groups, minlength=len(examples) * len(TASK_IDS))  # (B * 4,)
+        group_rates = np.tile(self.node_mask_rates, len(examples))  # (B * 4,)
+        quota = np.floor(group_rates * per_group + rng.random(len(per_group)))  # (B * 4,)
+        order = np.lexsort((rng.random(len(groups)), groups))  # shuffled within each group
         rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order)) - (np.cumsum(per_caption) - per_caption)[node_rows[order]]
-        chosen = rank < quota[node_rows]
+        rank[order] = np.arange(len(order)) - (np.cumsum(per_group) - per_group)[groups[order]]
+        chosen = rank < quota[groups]
         draws = rng.random(len(node_rows))
         piece_node = np.repeat(np.arange(len(pieces)), [len(p) for p in pieces])
         columns = np.concatenate(pieces).astype(np.int64)

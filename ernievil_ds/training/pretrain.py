@@ -31,6 +31,7 @@ from ernievil_ds.data import (
     load_pretraining_split,
     load_tokenizer,
 )
+from ernievil_ds.data.collator import node_mask_rates
 from ernievil_ds.data.synth import SYNTH_VERSION
 from ernievil_ds.distributed import dist_info, get_logger
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
@@ -54,6 +55,23 @@ def default_synth_dir(
     with no arguments, the data of a run with the default seed and sizes."""
     root = Path(os.environ.get("ERNIEVIL_DS_CACHE", Path.home() / ".cache" / "ernievil_ds"))
     return root / f"synth_scenes-v{SYNTH_VERSION}-seed{seed}-train{num_train_images}-eval{num_eval_images}"
+
+
+def node_mask_prob_argument(text: str) -> float | dict[str, float]:
+    """``--node-mask-prob``: a number, or a JSON object of rates by node type, checked here."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, (int, float, dict)):
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a JSON object of rates by node type, got {text!r}"
+        )
+    try:
+        node_mask_rates(value)
+    except (TypeError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return value
 
 
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -96,6 +114,13 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "--tokenizer", help="a Hugging Face tokenizer directory (default: packaged BERT uncased)"
     )
     data.add_argument("--no-sgp", action="store_true", help="ablation: random token masking only, no SGP")
+    data.add_argument(
+        "--node-mask-prob",
+        type=node_mask_prob_argument,
+        default=0.3,
+        help="share of each caption's objects, attributes and relations masked for SGP: one rate, or rates by "
+        "type as JSON, e.g. '{\"relation\": 0.6}' (a type left out keeps 0.3; default 0.3, as in ERNIE-ViL)",
+    )
     data.add_argument(
         "--itm-negative-prob",
         type=float,
@@ -229,7 +254,11 @@ class PretrainingRun:
         _, micro_batch_size, _ = resolve_batch_sizes(ds_config, info.world_size)
         tokenizer = load_tokenizer(args.tokenizer)
         collator = SGPCollator(
-            tokenizer, sgp=not args.no_sgp, seed=args.seed, itm_negative_prob=args.itm_negative_prob
+            tokenizer,
+            sgp=not args.no_sgp,
+            seed=args.seed,
+            node_mask_prob=args.node_mask_prob,
+            itm_negative_prob=args.itm_negative_prob,
         )
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)

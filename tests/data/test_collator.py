@@ -77,7 +77,8 @@ def test_feature_targets_without_class_distribution(examples, tokenizer):
 
 def test_masking_rates(examples, tokenizer):
     collator = SGPCollator(tokenizer, seed=3, itm_negative_prob=0.0)
-    nodes = chosen_nodes = tokens = chosen_tokens = 0
+    nodes, chosen_nodes = np.zeros(4), np.zeros(4)  # by task id
+    tokens = chosen_tokens = 0
     node_kept = node_masked = token_kept = token_masked = 0
     regions = masked = zeroed = 0
     for chunk, batch in _batches(examples, collator):
@@ -86,10 +87,10 @@ def test_masking_rates(examples, tokenizer):
             in_nodes = np.zeros(len(labels), dtype=bool)
             for node_type, node_wordpieces in zip(example["node_types"], example["node_wordpieces"]):
                 wordpieces = node_wordpieces.tolist()
-                nodes += 1
+                nodes[node_type] += 1
                 in_nodes[wordpieces] = True
                 if (batch["task_ids"][i, wordpieces] == int(node_type)).all():
-                    chosen_nodes += 1
+                    chosen_nodes[node_type] += 1
                     node_masked += (ids[wordpieces] == tokenizer.mask_token_id).all()
                     node_kept += (ids[wordpieces] == labels[wordpieces]).all()
             length = len(example["input_ids"])
@@ -103,15 +104,45 @@ def test_masking_rates(examples, tokenizer):
         regions += batch["region_mask"].sum().item()
         masked += batch["masked_regions"].sum().item()
         zeroed += (batch["region_features"][batch["masked_regions"]].abs().sum(-1) == 0).sum().item()
-    assert abs(chosen_nodes / nodes - 0.3) < 0.03
+    for node_type in ("object", "attribute", "relation"):  # each type on its own, as in the paper
+        rate = chosen_nodes[TASK_IDS[node_type]] / nodes[TASK_IDS[node_type]]
+        assert abs(rate - 0.3) < 0.03, (node_type, rate)
     assert abs(chosen_tokens / tokens - 0.15) < 0.02
-    assert abs(node_masked / chosen_nodes - 0.8) < 0.05 and abs(node_kept / chosen_nodes - 0.1) < 0.04
+    node_share = (node_masked / chosen_nodes.sum(), node_kept / chosen_nodes.sum())
+    assert abs(node_share[0] - 0.8) < 0.05 and abs(node_share[1] - 0.1) < 0.04
     token_predicted = sum(
         (b["task_ids"] == TASK_IDS["mlm"]).sum().item() for _, b in _batches(examples, collator)
     )
     assert abs(token_masked / token_predicted - 0.8) < 0.04 and abs(token_kept / token_predicted - 0.1) < 0.03
     assert abs(masked / regions - 0.15) < 0.02
     assert abs(zeroed / masked - 0.9) < 0.04
+
+
+def test_node_mask_rate_per_type(examples, tokenizer):
+    """Relations at 1.0 and the other types at 0.0: every relation and nothing else is an SGP target."""
+    collator = SGPCollator(
+        tokenizer,
+        seed=2,
+        itm_negative_prob=0.0,
+        token_mask_prob=0.0,
+        node_mask_prob={"object": 0.0, "attribute": 0.0, "relation": 1.0},
+    )
+    for chunk, batch in _batches(examples, collator, epochs=1):
+        for i, example in enumerate(chunk):
+            expected = np.full(batch["task_ids"].shape[1], -100)
+            for node_type, wordpieces in zip(example["node_types"], example["node_wordpieces"]):
+                if node_type == TASK_IDS["relation"]:
+                    expected[wordpieces] = node_type
+            np.testing.assert_array_equal(batch["task_ids"][i].numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    ("node_mask_prob", "message"),
+    [({"relations": 0.5}, "unknown node types"), ({"relation": 1.5}, "probability"), (-0.1, "probability")],
+)
+def test_bad_node_mask_rates_are_refused(tokenizer, node_mask_prob, message):
+    with pytest.raises(ValueError, match=message):
+        SGPCollator(tokenizer, node_mask_prob=node_mask_prob)
 
 
 def test_masked_nodes_decode_to_their_text(examples, tokenizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,16 @@ def test_itm_negative_prob_outside_zero_one(tmp_path):
     args = cpu_run(tmp_path, "--itm-negative-prob", "1.5")
     with pytest.raises(ValueError, match=r"itm_negative_prob must be a probability in \[0, 1\], got 1.5"):
         PretrainingRun.prepare(args)
+
+
+def test_node_mask_prob_by_type(tmp_path, capsys):
+    assert cpu_run(tmp_path, "--node-mask-prob", '{"relation": 0.6}').node_mask_prob == {"relation": 0.6}
+    assert cpu_run(tmp_path, "--node-mask-prob", "0.4").node_mask_prob == 0.4
+    for bad, message in (
+        ('{"relations": 0.6}', r"unknown node types \['relations'\]"),
+        ("[0.3]", "expected a number or a JSON object"),
+        ('{"relation": 2}', r"must be a probability in \[0, 1\], got 2"),
+    ):
+        with pytest.raises(SystemExit):
+            cpu_run(tmp_path, "--node-mask-prob", bad)
+        assert re.search(message, capsys.readouterr().err), bad
