@@ -61,6 +61,11 @@ class ErnieVilCoAttentionProjection(nn.Linear):
     """A co-attention query or key projection: a class of its own so that ``_init_weights`` starts it wider."""
 
 
+class ErnieVilBoxEmbedding(nn.Linear):
+    """A co-layer's box embedding, 5-d location -> image width: a class of its own so that ``_init_weights``
+    starts it wider than the image embeddings' location projection."""
+
+
 class ErnieVilMultiHeadAttention(nn.Module):
     """Multi-head attention whose queries and keys/values may come from streams of different widths.
 
@@ -213,7 +218,9 @@ class ErnieVilCoAttentionLayer(nn.Module):
         super().__init__()
         t, v, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
         heads = config.co_num_attention_heads
-        self.box_embedding = nn.Linear(config.v_loc_size, v) if config.co_layer_box_embeddings else None
+        self.box_embedding = (
+            ErnieVilBoxEmbedding(config.v_loc_size, v) if config.co_layer_box_embeddings else None
+        )
         self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
         self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
@@ -387,8 +394,12 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
             # The location projections (the image embeddings' and the co-layers' box embeddings), the only
             # 5-input layers. The 5-d location enters beside a 2048-d feature: at BERT's std 0.02 its share of
             # the region embedding starts ~60x smaller than the feature's and takes thousands of Adam steps to
-            # grow, and relations need it. A fan-in std (1/sqrt(5)) starts the two on equal footing.
-            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+            # grow, and relations need it. A fan-in std (1/sqrt(5)) starts the two on equal footing. The
+            # co-layers' box embeddings start twice that: at 1x relations stay at chance through the CPU
+            # demo's 700 steps, at 2x they leave it (0.408 against 0.159 with a mismatched image), at 3x
+            # the boxes crowd the features and attributes suffer (benchmarks/RESULTS.md, "Relations").
+            scale = 2.0 if isinstance(module, ErnieVilBoxEmbedding) else 1.0
+            init.normal_(module.weight, mean=0.0, std=scale * module.in_features**-0.5)
             init.zeros_(module.bias)
             return
         super()._init_weights(module)
