@@ -27,10 +27,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ernievil_ds.data.schema import FEATURE_DIM
+from ernievil_ds.data.schema import FEATURE_DIM, NODE_TYPES
 
-TASK_IDS = {"mlm": 0, "object": 1, "attribute": 2, "relation": 3}
-NODE_TYPES = ("object", "attribute", "relation")
+TASK_IDS = {"mlm": 0, **NODE_TYPES}  # a node's task id is its node type id
 IGNORE_INDEX = -100
 
 
@@ -136,10 +135,10 @@ def node_mask_rates(node_mask_prob: float | Mapping[str, float]) -> np.ndarray:
             f"node_mask_prob names unknown node types {sorted(unknown)}; known: {list(NODE_TYPES)}"
         )
     rates = np.zeros(len(TASK_IDS))
-    for node_type in NODE_TYPES:
+    for node_type, task_id in NODE_TYPES.items():
         rate = float(node_mask_prob.get(node_type, 0.3))
         _check_probability(f"node_mask_prob[{node_type!r}]", rate)
-        rates[TASK_IDS[node_type]] = rate
+        rates[task_id] = rate
     return rates
 
 

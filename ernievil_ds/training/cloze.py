@@ -8,11 +8,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ernievil_ds.data import NODE_TYPES as NODE_TYPE_NAMES
 from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split, load_tokenizer
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
 
-NODE_TYPES = {TASK_IDS[name]: name for name in NODE_TYPE_NAMES}  # task id -> node type
+NODE_TYPES = {
+    TASK_IDS["object"]: "object",
+    TASK_IDS["attribute"]: "attribute",
+    TASK_IDS["relation"]: "relation",
+}
 CONDITIONS = ("true_image", "mismatched_image")
 
 
