@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from probe_relations import load_probed, probe_parser
+from relation_learnability import relation_nodes
 
-from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split
+from ernievil_ds.data import collate_cloze, load_pretraining_split
 from ernievil_ds.data.synth import RELATIONS
 
 BATCH_SIZE = 128
@@ -27,12 +28,7 @@ def relation_confusion(model, tokenizer, dataset) -> np.ndarray:
     """(len(RELATIONS), len(RELATIONS) + 1) counts: gold relation by predicted relation, last column any
     other WordPiece."""
     relation_ids = tokenizer.convert_tokens_to_ids(list(RELATIONS))
-    nodes = [
-        (i, k)
-        for i in range(len(dataset))
-        for k, node_type in enumerate(dataset[i]["node_types"])
-        if node_type == TASK_IDS["relation"]
-    ]
+    nodes = relation_nodes(dataset)
     counts = np.zeros((len(RELATIONS), len(RELATIONS) + 1), dtype=np.int64)
     for start in range(0, len(nodes), BATCH_SIZE):
         chunk = nodes[start : start + BATCH_SIZE]
