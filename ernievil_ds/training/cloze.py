@@ -8,14 +8,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ernievil_ds.data import TASK_IDS, collate_cloze, load_pretraining_split, load_tokenizer
+from ernievil_ds.data import collate_cloze, load_pretraining_split, load_tokenizer
+from ernievil_ds.data.schema import NODE_TYPES as SCHEMA_NODE_TYPES
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
 
-NODE_TYPES = {
-    TASK_IDS["object"]: "object",
-    TASK_IDS["attribute"]: "attribute",
-    TASK_IDS["relation"]: "relation",
-}
+NODE_TYPES = {task_id: name for name, task_id in SCHEMA_NODE_TYPES.items()}  # task id -> node type
 CONDITIONS = ("true_image", "mismatched_image")
 
 
