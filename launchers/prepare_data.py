@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     features.add_argument("--output", required=True, help="data directory")
     features.add_argument("--shard-size", type=int, default=1000, help="images per resumable shard")
+    features.add_argument(
+        "--detector-classes",
+        default=None,
+        help="the detector's class names, one per line (bottom-up attention's objects_vocab.txt): they name "
+        "the regions for the grounding loss of the small preset",
+    )
     features.set_defaults(func=run_features)
     return parser
 
@@ -99,7 +105,14 @@ def run_captions(args: argparse.Namespace) -> int:
 def run_features(args: argparse.Namespace) -> int:
     from ernievil_ds.data.prepare import import_region_features
 
-    print(import_region_features(args.format, args.input, args.output, shard_size=args.shard_size).summary())
+    report = import_region_features(
+        args.format,
+        args.input,
+        args.output,
+        shard_size=args.shard_size,
+        detector_classes=args.detector_classes,
+    )
+    print(report.summary())
     return 0
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ernievil_ds.data import captions as caption_readers
 from ernievil_ds.data.region_features import FEATURE_READERS, decode_region_record
-from ernievil_ds.data.schema import IMAGES_DIR, PAIR_FEATURES, PAIRS_DIR
+from ernievil_ds.data.schema import IMAGES_DIR, NUM_DETECTOR_CLASSES, PAIR_FEATURES, PAIRS_DIR
 from ernievil_ds.data.storage import (
     JOB,
     completed_shards,
@@ -30,6 +30,7 @@ from ernievil_ds.data.storage import (
     read_manifest,
     shard_stats,
     table_source,
+    write_detector_class_names,
     write_manifest,
     write_shard,
 )
@@ -325,8 +326,34 @@ def _first_has_class_distribution(items: Iterable[tuple[str, object]]) -> bool:
     return False
 
 
+def read_detector_classes(path: str | Path) -> list[str]:
+    """Class names from a vocabulary file, one per line; a file of 1600 names (bottom-up attention's
+    objects_vocab.txt) leaves out the background class, which comes first among the detector's 1601.
+
+    Raises:
+        FileNotFoundError: a missing file. ValueError: a file that does not name every class.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"detector class file {path} does not exist")
+    names = path.read_text().splitlines()
+    if len(names) == NUM_DETECTOR_CLASSES - 1:
+        names = ["", *names]
+    if len(names) != NUM_DETECTOR_CLASSES:
+        raise ValueError(
+            f"{path} has {len(names)} lines; expected {NUM_DETECTOR_CLASSES - 1} class names (without the "
+            f"background) or {NUM_DETECTOR_CLASSES}"
+        )
+    return names
+
+
 def import_region_features(
-    format: str, inputs: list[str | Path], output_dir: str | Path, *, shard_size: int = 1000
+    format: str,
+    inputs: list[str | Path],
+    output_dir: str | Path,
+    *,
+    shard_size: int = 1000,
+    detector_classes: str | Path | None = None,
 ) -> ImportReport:
     """Import region-feature files into ``output_dir/images`` (one images table per data directory).
 
@@ -334,6 +361,8 @@ def import_region_features(
         format: "tsv" (bottom-up attention, ViLBERT or LXMERT variant), "lmdb" (ViLBERT-style, either
             flavour) or "npy" (per-image ``.npy``/``.npz`` files or directories of them).
         inputs: the files (or LMDB / ``.npy`` directories).
+        detector_classes: a file of the detector's class names (``read_detector_classes``), recorded with
+            the images: they name the regions for the grounding loss.
 
     The detector class distribution is kept when the first readable image has one (``cls_prob``).
     LMDB rows and ``.npy`` dicts are unpickled: import only your own files.
@@ -345,6 +374,7 @@ def import_region_features(
     if format not in FEATURE_READERS:
         raise ValueError(f"unknown feature format {format!r}; choose one of {', '.join(FEATURE_READERS)}")
     paths = [Path(p) for p in inputs]
+    class_names = read_detector_classes(detector_classes) if detector_classes is not None else None
     reader = FEATURE_READERS[format]
     with_cls = _first_has_class_distribution(reader(paths))
     source = {
@@ -359,4 +389,7 @@ def import_region_features(
         return images_dataset(records, with_class_distribution=with_cls), {}
 
     table_dir = Path(output_dir) / IMAGES_DIR
-    return write_table(reader(paths), decode, build, table_dir, source=source, shard_size=shard_size)
+    report = write_table(reader(paths), decode, build, table_dir, source=source, shard_size=shard_size)
+    if class_names is not None:
+        write_detector_class_names(Path(output_dir), class_names)
+    return report

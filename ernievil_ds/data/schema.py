@@ -3,6 +3,7 @@
 A prepared data directory holds::
 
     DATA/images/shard-00000/ ...        one row per image: boxes and region features, stored once
+    DATA/images/detector_classes.json   optional: the detector's name of each class (grounding targets)
     DATA/pairs/<split>/shard-00000/ ... one row per caption: scene graph and WordPieces
     DATA/pairs/<split>/manifest.json    written last: the split is complete
 
@@ -17,6 +18,7 @@ from datasets import Array2D, Features, List, Value
 IMAGES_DIR = "images"
 PAIRS_DIR = "pairs"
 MANIFEST = "manifest.json"
+DETECTOR_CLASSES = "detector_classes.json"
 
 FEATURE_DIM = 2048
 NUM_DETECTOR_CLASSES = 1601

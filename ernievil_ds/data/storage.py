@@ -17,7 +17,15 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.features.features import Array2DExtensionType
 from datasets.table import InMemoryTable
 
-from ernievil_ds.data.schema import FEATURE_DIM, MANIFEST, NUM_DETECTOR_CLASSES, PAIR_FEATURES, image_features
+from ernievil_ds.data.schema import (
+    DETECTOR_CLASSES,
+    FEATURE_DIM,
+    IMAGES_DIR,
+    MANIFEST,
+    NUM_DETECTOR_CLASSES,
+    PAIR_FEATURES,
+    image_features,
+)
 
 SHARD_STATS = "import_stats.json"
 JOB = ".job.json"  # the source of an import in progress
@@ -90,6 +98,25 @@ def load_table(table_dir: Path) -> Dataset:
         )
     shards = [load_from_disk(str(shard_dir(table_dir, i))) for i in completed_shards(table_dir)]
     return concatenate_datasets(shards) if len(shards) > 1 else shards[0]
+
+
+def write_detector_class_names(data_dir: Path, names: list[str]) -> None:
+    """Record the detector's name of each of its classes beside the images table ("" for an unnamed class).
+
+    Raises:
+        ValueError: when there is not one name per detector class.
+    """
+    if len(names) != NUM_DETECTOR_CLASSES:
+        raise ValueError(f"expected {NUM_DETECTOR_CLASSES} detector class names, got {len(names)}")
+    path = Path(data_dir) / IMAGES_DIR / DETECTOR_CLASSES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(names)))
+
+
+def load_detector_class_names(data_dir: Path) -> list[str] | None:
+    """The detector class names recorded with a data directory's images, or ``None`` when it has none."""
+    path = Path(data_dir) / IMAGES_DIR / DETECTOR_CLASSES
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _ragged_matrices(arrays: list[np.ndarray], width: int, dtype: str) -> pa.ExtensionArray:

@@ -28,6 +28,7 @@ from ernievil_ds.data.storage import (
     pairs_dataset,
     read_manifest,
     table_source,
+    write_detector_class_names,
     write_manifest,
     write_shard,
 )
@@ -54,8 +55,9 @@ _EMBED_DIM = 64
 _RELATION_DRAW = np.array([1.5, 1.5, 1.05, 1.0, 0.7])
 _RELATION_DRAW /= _RELATION_DRAW.sum()
 _TABLE_SEED = 20200630  # fixed: every SynthScenes build sees the same "detector"
-#: Bumped whenever the generator changes, so a cached build of an older world is never reused.
-SYNTH_VERSION = 2
+#: Bumped whenever the generator or what it writes changes (3: detector class names), so a cached build
+#: of an older world is never reused.
+SYNTH_VERSION = 3
 _SPLITS = ("train", "eval")
 
 
@@ -311,6 +313,14 @@ def generate_split(split: str, num_images: int, seed: int, captions_per_image: i
     return images, pairs
 
 
+def detector_class_names() -> list[str]:
+    """The SynthScenes detector's class names: each noun at its class, "" for the classes it never uses."""
+    names = [""] * NUM_DETECTOR_CLASSES
+    for noun, index in zip(NOUNS, NOUN_CLASSES):
+        names[index] = noun
+    return names
+
+
 def build_synth_scenes(
     output_dir: str | Path,
     *,
@@ -362,6 +372,7 @@ def build_synth_scenes(
         write_shard(pairs_dataset(columns), output_dir / PAIRS_DIR / split, 0)
         write_manifest(output_dir / PAIRS_DIR / split, {"source": settings, "num_pairs": len(pairs)})
     write_shard(images_dataset(all_images, with_class_distribution=True), output_dir / IMAGES_DIR, 0)
+    write_detector_class_names(output_dir, detector_class_names())
     write_manifest(output_dir / IMAGES_DIR, {"source": settings, "num_images": len(all_images)})
     logger.info("SynthScenes: %d images written to %s", len(all_images), output_dir)
     return output_dir

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ernievil_ds.data import SGPCollator, load_pretraining_split
-from ernievil_ds.data.prepare import import_captions, import_region_features
-from ernievil_ds.data.storage import load_table
+from ernievil_ds.data.prepare import import_captions, import_region_features, read_detector_classes
+from ernievil_ds.data.storage import load_detector_class_names, load_table
 from tests.data.word_parser import WordParser
 
 
@@ -177,3 +177,18 @@ def test_captions_join_features(tmp_path, images, tokenizer):
     assert dataset[1]["image_id"] == "103" and dataset[1]["cls_prob"] is None
     batch = SGPCollator(tokenizer)(dataset.__getitems__([0, 1]))
     assert batch["region_feature_targets"].shape == (2, 3, 2048)
+
+
+def test_detector_class_names_are_recorded_with_the_images(tmp_path, images):
+    path = _write_tsv(tmp_path / "features.tsv", images, "vilbert")
+    vocabulary = [f"class {k},synonym {k}" for k in range(1, 1601)]  # objects_vocab.txt: no background
+    (tmp_path / "objects_vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    import_region_features("tsv", [path], tmp_path / "out", detector_classes=tmp_path / "objects_vocab.txt")
+    assert load_detector_class_names(tmp_path / "out") == ["", *vocabulary]
+    assert load_detector_class_names(tmp_path) is None
+
+    (tmp_path / "short.txt").write_text("dog\ncat\n")
+    with pytest.raises(ValueError, match=r"short\.txt has 2 lines; expected 1600 class names"):
+        import_region_features("tsv", [path], tmp_path / "other", detector_classes=tmp_path / "short.txt")
+    with pytest.raises(FileNotFoundError, match=r"detector class file .*missing\.txt does not exist"):
+        read_detector_classes(tmp_path / "missing.txt")

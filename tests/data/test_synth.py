@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from ernievil_ds.data import build_synth_scenes, load_pretraining_split
+from ernievil_ds.data.storage import load_detector_class_names
 from ernievil_ds.data.synth import (
     COLOURS,
     MATERIALS,
+    NOUN_CLASSES,
     NOUNS,
     RELATIONS,
     SIZES,
+    detector_class_names,
     generate_split,
     sample_scene,
     spatial_relation,
@@ -127,6 +130,16 @@ def test_splits_share_no_image_and_load(synth_dir):
     eval_images = {evaluation[i]["image_id"] for i in range(len(evaluation))}
     assert len(train_images) == 60 and len(eval_images) == 20
     assert not train_images & eval_images
+
+
+def test_detector_class_names_name_the_class_each_region_peaks_at(synth_dir):
+    names = load_detector_class_names(synth_dir)
+    assert names == detector_class_names() and len(names) == 1601
+    assert {k: name for k, name in enumerate(names) if name} == dict(zip(NOUN_CLASSES, NOUNS))
+    train = load_pretraining_split(synth_dir, "train")
+    for example in train.__getitems__(list(range(0, len(train), 3))):
+        peaks = np.asarray(example["cls_prob"], dtype=np.float32).argmax(-1)
+        assert all(names[k] for k in peaks)
 
 
 def test_generation_is_deterministic():
