@@ -9,6 +9,10 @@ The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
 - 15% of the remaining caption tokens are chosen with the same 80/10/10 split (the only masking with
   ``sgp=False``);
 - 15% of the regions are chosen for masked-region classification, and 90% of those are zeroed;
+- with ``region_class_names`` (the detector's class names), each region of a matched pair whose most likely
+  detector class names exactly one object of the caption gets that object's first WordPiece position as its
+  grounding target (``region_word_targets``), unless masking touched the word (not in ERNIE-ViL: the
+  grounding loss of ``ErnieVilForPreTraining``);
 - with probability 0.5 the image is replaced by another example's image of the batch (image-text matching);
   masking applies to every example alike, so masks reveal nothing about matching (``masked_regions`` marks
   the chosen regions of every pair, so the model's [IMG] mean leaves them out everywhere), but token targets
@@ -142,6 +146,52 @@ def node_mask_rates(node_mask_prob: float | Mapping[str, float]) -> np.ndarray:
     return rates
 
 
+def region_word_targets(
+    examples: list[dict],
+    region_classes: np.ndarray,
+    region_mask: np.ndarray,
+    labels: np.ndarray,
+    attention_mask: np.ndarray,
+    matched: np.ndarray,
+    class_words: list[frozenset[str]],
+) -> np.ndarray:
+    """Each region's grounding target: the text position of the caption object that its detector class names.
+
+    Args:
+        examples: the captions' examples (their scene-graph nodes and WordPieces).
+        region_classes: (batch_size, num_regions) the most likely detector class of each region.
+        region_mask: (batch_size, num_regions) 1 for real regions.
+        labels: (batch_size, num_tokens) -100 where the token is not a prediction target.
+        attention_mask: (batch_size, num_tokens) 1 for the (possibly truncated) caption's tokens.
+        matched: (batch_size,) whether each caption is shown its own image.
+        class_words: for every detector class, the lower-cased words that name it (empty: unnamed).
+
+    Returns:
+        (batch_size, num_regions) int64: the first WordPiece position of the one object node of the caption
+        whose name the region's class has, -100 where there is none (an unmatched pair, no such object, an
+        object named twice, a word cut off by truncation or chosen for prediction).
+    """
+    targets = np.full(region_classes.shape, IGNORE_INDEX, dtype=np.int64)
+    lengths = attention_mask.sum(1)
+    for i in np.flatnonzero(matched):
+        example = examples[i]
+        objects: dict[str, np.ndarray | None] = {}  # name -> WordPieces; None when two objects share it
+        for node_type, name, pieces in zip(
+            example["node_types"], example["node_names"], example["node_wordpieces"]
+        ):
+            if node_type == NODE_TYPES["object"] and len(pieces):
+                objects[name.lower()] = None if name.lower() in objects else pieces
+        for r in np.flatnonzero(region_mask[i]):
+            named = [objects.get(word) for word in class_words[region_classes[i, r]]]
+            named = [pieces for pieces in named if pieces is not None]
+            if len(named) != 1:
+                continue
+            pieces = named[0]
+            if pieces[-1] < lengths[i] - 1 and (labels[i, pieces] == IGNORE_INDEX).all():
+                targets[i, r] = pieces[0]
+    return targets
+
+
 class SGPCollator:
     """Collate examples of ``load_pretraining_split`` into a pretraining batch (see the module docstring).
 
@@ -151,7 +201,13 @@ class SGPCollator:
     ``region_mask`` and ``masked_regions`` (batch_size, num_regions); ``region_class_targets``
     (batch_size, num_regions, 1601) when the data has detector class distributions, else
     ``region_feature_targets`` (batch_size, num_regions, 2048); ``labels`` and ``task_ids``
-    (batch_size, num_tokens), -100 where nothing is predicted; ``itm_labels`` (batch_size,) 1 matched, 0 not.
+    (batch_size, num_tokens), -100 where nothing is predicted; ``itm_labels`` (batch_size,) 1 matched, 0 not;
+    with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (``region_word_targets``).
+
+    Args:
+        region_class_names: the detector's name of every class (``load_detector_class_names``; "" for a
+            class without one; synonyms separated by commas, as in bottom-up attention's objects_vocab.txt).
+            The data must then have class distributions.
     """
 
     def __init__(
@@ -167,6 +223,7 @@ class SGPCollator:
         itm_negative_prob: float = 0.5,
         max_text_len: int = 40,
         max_regions: int = 100,
+        region_class_names: list[str] | None = None,
     ) -> None:
         self.node_mask_rates = node_mask_rates(node_mask_prob)  # (4,) by task id
         for name, value in (
@@ -185,6 +242,7 @@ class SGPCollator:
         self.region_mask_prob, self.region_zero_prob = region_mask_prob, region_zero_prob
         self.itm_negative_prob = itm_negative_prob
         self.max_text_len, self.max_regions = max_text_len, max_regions
+        self.set_region_class_names(region_class_names)
         self.mask_id, self.pad_id = tokenizer.mask_token_id, tokenizer.pad_token_id
         special = set(tokenizer.all_special_ids)
         self.random_ids = np.array(
@@ -198,6 +256,14 @@ class SGPCollator:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_region_class_names(self, names: list[str] | None) -> None:
+        """Name the detector's classes (see the class docstring) to emit grounding targets; ``None``: none."""
+        self.class_words = (
+            None
+            if names is None
+            else [frozenset(w.strip().lower() for w in name.split(",") if w.strip()) for name in names]
+        )
 
     def _generator(self, examples: list[dict]) -> np.random.Generator:
         batch_key = zlib.crc32("\n".join(example["pair_id"] for example in examples).encode())
@@ -290,7 +356,30 @@ class SGPCollator:
         zeroed = chosen & (rng.random(real.shape) < self.region_zero_prob)
         targets = regions["cls_prob"] if regions["cls_prob"] is not None else features.clone()
         features[torch.from_numpy(zeroed)] = 0.0
-        return _to_batch(input_ids, attention_mask, labels, task_ids, regions, chosen, targets, itm_labels)
+        batch = _to_batch(input_ids, attention_mask, labels, task_ids, regions, chosen, targets, itm_labels)
+        if self.class_words is not None:
+            if regions["cls_prob"] is None:
+                raise ValueError(
+                    "region_class_names were given for grounding targets, but these images have no detector "
+                    "class distribution (cls_prob) to name their regions"
+                )
+            if len(self.class_words) != regions["cls_prob"].shape[-1]:
+                raise ValueError(
+                    f"{len(self.class_words)} region_class_names for a detector of "
+                    f"{regions['cls_prob'].shape[-1]} classes"
+                )
+            batch["region_word_targets"] = torch.from_numpy(
+                region_word_targets(
+                    examples,
+                    regions["cls_prob"].argmax(-1).numpy(),
+                    real,
+                    labels,
+                    attention_mask,
+                    itm_labels == 1,
+                    self.class_words,
+                )
+            )
+        return batch
 
 
 def collate_cloze(

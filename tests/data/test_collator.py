@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from ernievil_ds.data import TASK_IDS, SGPCollator, collate_cloze, load_pretraining_split
+from ernievil_ds.data.collator import region_word_targets
+from ernievil_ds.data.synth import detector_class_names
 
 MODEL_KEYS = {
     "input_ids",
@@ -230,3 +232,65 @@ def test_cloze_masks_exactly_one_node(examples, tokenizer):
         )
     with pytest.raises(ValueError, match="node 99"):
         collate_cloze(chunk[:1], [99], tokenizer)
+
+
+def test_region_word_targets_by_hand():
+    """One caption "[CLS] brown dog catches a fris ##bee [SEP]": objects dog (1) and frisbee (4, 5)."""
+    example = {
+        "node_types": [1, 1, 2],
+        "node_names": ["dog", "Frisbee", "brown"],
+        "node_wordpieces": [np.array([2]), np.array([5, 6]), np.array([1])],
+    }
+    class_words = [frozenset(), frozenset({"dog"}), frozenset({"frisbee", "disc"}), frozenset({"cat"})]
+    region_classes = np.array([[1, 2, 3, 0, 1]])  # dog, frisbee, cat, unnamed, dog (padding)
+    region_mask = np.array([[1, 1, 1, 1, 0]])
+    labels = np.full((1, 8), -100)
+    keep = np.ones((1, 8), dtype=np.int64)
+
+    def targets(examples=(example,), labels=labels, keep=keep, matched=True):
+        return region_word_targets(
+            list(examples), region_classes, region_mask, labels, keep, np.array([matched]), class_words
+        ).tolist()
+
+    assert targets() == [[2, 5, -100, -100, -100]]
+    chosen = labels.copy()
+    chosen[0, 6] = 999  # a piece of "frisbee" is to be predicted: the word is hidden
+    assert targets(labels=chosen) == [[2, -100, -100, -100, -100]]
+    truncated = keep.copy()
+    truncated[0, 6:] = 0  # the caption was cut after "fris": its [SEP] now sits at position 5
+    assert targets(keep=truncated) == [[2, -100, -100, -100, -100]]
+    assert targets(matched=False) == [[-100] * 5]
+    two_dogs = dict(example, node_types=[1, 1, 2, 1], node_names=[*example["node_names"], "dog"])
+    two_dogs["node_wordpieces"] = [*example["node_wordpieces"], np.array([3])]
+    assert targets(examples=(two_dogs,)) == [[-100, 5, -100, -100, -100]]
+
+
+def test_synth_grounding_targets_are_the_unmasked_nouns_of_the_regions_classes(examples, tokenizer):
+    """Checked against the token ids: SynthScenes names each region's class by one noun, one WordPiece."""
+    names = detector_class_names()
+    collator = SGPCollator(tokenizer, seed=1, itm_negative_prob=0.3, region_class_names=names)
+    grounded = 0
+    for chunk, batch in _batches(examples, collator, epochs=1):
+        classes = batch["region_class_targets"].argmax(-1)
+        for i, example in enumerate(chunk):
+            original = torch.tensor(example["input_ids"].astype(np.int64))
+            for r in range(batch["region_mask"].shape[1]):
+                expected = -100
+                if batch["itm_labels"][i] == 1 and batch["region_mask"][i, r]:
+                    noun_id = tokenizer.convert_tokens_to_ids(names[int(classes[i, r])])
+                    hits = torch.nonzero(original == noun_id).flatten()
+                    if len(hits) and batch["labels"][i, hits[0]] == -100:
+                        expected = int(hits[0])
+                assert int(batch["region_word_targets"][i, r]) == expected
+                grounded += expected != -100
+    assert grounded > len(examples) / 2  # a matched caption names one to four of its regions
+
+
+def test_grounding_targets_need_class_distributions_and_one_name_per_class(examples, tokenizer):
+    names = detector_class_names()
+    plain = [dict(e, cls_prob=None) for e in examples[:8]]
+    with pytest.raises(ValueError, match="no detector class distribution"):
+        SGPCollator(tokenizer, region_class_names=names)(plain)
+    with pytest.raises(ValueError, match="10 region_class_names for a detector of 1601 classes"):
+        SGPCollator(tokenizer, region_class_names=names[:10])(examples[:8])
+    assert "region_word_targets" not in SGPCollator(tokenizer)(examples[:8])
