@@ -33,28 +33,9 @@ MEASURES = (
 )
 
 
-def record_attention(model) -> tuple[list[torch.Tensor], list]:
-    """Hooks that append each co-attention direction's probabilities (B, H, Lq, Lk) as the model runs, in
-    the order text→image C0, image→text C0, text→image C1, ...; returns the list and the hooks' handles."""
-    probabilities, handles = [], []
-
-    def hook(attention, args, _output):
-        queries, context, mask = args
-        batch, q_len, k_len = queries.shape[0], queries.shape[1], context.shape[1]
-        q = attention.query(queries).view(batch, q_len, attention.num_heads, -1).transpose(1, 2)
-        k = attention.key(context).view(batch, k_len, attention.num_heads, -1).transpose(1, 2)
-        probabilities.append(torch.softmax(q @ k.transpose(-1, -2) * attention.scaling + mask, dim=-1))
-
-    for layer in model.ernievil.co_layers:
-        handles.append(layer.text_attention.self.register_forward_hook(hook))
-        handles.append(layer.image_attention.self.register_forward_hook(hook))
-    return probabilities, handles
-
-
 @torch.no_grad()
 def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, tuple[np.ndarray, float]]:
     """{measure: (mass per co-layer and head (L, H), uniform mass)} on captions with a ``node_type`` masked."""
-    probabilities, handles = record_attention(model)
     cases = []  # (example index, node index): the first node of the type in each caption
     for i in range(min(pairs, len(dataset))):
         nodes = [k for k, t in enumerate(dataset[i]["node_types"]) if t == TASK_IDS[node_type]]
@@ -65,10 +46,10 @@ def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, 
         chunk = cases[start : start + 64]
         examples = [dataset[i] for i, _ in chunk]
         batch, _ = collate_cloze(examples, [k for _, k in chunk], tokenizer)
-        probabilities.clear()
-        model.ernievil(**{name: batch[name] for name in ENCODER_INPUTS})
-        text_to_image = torch.stack(probabilities[0::2], 1)  # (B, L, H, T, R + 1), [IMG] first
-        image_to_text = torch.stack(probabilities[1::2], 1)  # (B, L, H, R + 1, T)
+        inputs = {name: batch[name] for name in ENCODER_INPUTS}
+        attentions = model.ernievil(**inputs, output_attentions=True).co_attentions
+        text_to_image = torch.stack([t for t, _ in attentions], 1)  # (B, L, H, T, R + 1), [IMG] first
+        image_to_text = torch.stack([i for _, i in attentions], 1)  # (B, L, H, R + 1, T)
         for b, (example, (_, k)) in enumerate(zip(examples, chunk)):
             regions = {noun: r + 1 for noun, r in noun_regions(example).items()}  # + 1: after [IMG]
             num_regions, num_tokens = len(example["boxes"]) + 1, int(batch["attention_mask"][b].sum())
@@ -96,8 +77,6 @@ def measure(model, tokenizer, dataset, node_type: str, pairs: int) -> dict[str, 
                 for noun_position, noun in nouns:
                     add(MEASURES[3], text_to_image[b, :, :, noun_position, regions[noun]], 1 / num_regions)
                     add(MEASURES[4], image_to_text[b, :, :, regions[noun], noun_position], 1 / num_tokens)
-    for handle in handles:
-        handle.remove()
     return {name: (total / count, uniform / count) for name, (total, uniform, count) in sums.items()}
 
 

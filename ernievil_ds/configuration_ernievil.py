@@ -15,6 +15,7 @@ DEFAULT_TASK_LOSS_WEIGHTS = {
     "sgp_relation": 1.0,
     "mrc": 1.0,
     "itm": 1.0,
+    "grounding": 1.0,
 }
 
 MASKED_REGION_TARGETS = ("class_distribution", "features")
@@ -36,8 +37,10 @@ PRESETS: dict[str, dict] = {
     },
     # The CPU demo's model: MiniLM's width and its first three layers (text stream initialised from
     # all-MiniLM-L6-v2), a co-layer after each text layer, box embeddings before every co-layer (without them
-    # relations stay at chance: benchmarks/RESULTS.md), a narrow image stream, and no dropout (demo runs are
-    # far too short to overfit). Cheap enough for 700 steps of 64 pairs in the 15 minutes of the demo.
+    # relations stay at chance: benchmarks/RESULTS.md), the grounding loss on the first co-layer and the
+    # grounded position bias (without them the model cannot find a relation's two regions in the demo's
+    # budget: RESULTS.md, "Where relations stall"), a narrow image stream, and no dropout (demo runs are far
+    # too short to overfit). Cheap enough for 700 steps of 64 pairs in the 15 minutes of the demo.
     "small": {
         "hidden_size": 384,
         "num_hidden_layers": 3,
@@ -52,6 +55,8 @@ PRESETS: dict[str, dict] = {
         "text_co_layer_ids": [1, 2, 3],
         "image_co_layer_ids": [0, 1, 2],
         "co_layer_box_embeddings": True,
+        "grounding_co_layer": 0,
+        "grounded_position_bias": True,
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
     },
@@ -70,6 +75,8 @@ PRESETS: dict[str, dict] = {
         "text_co_layer_ids": [1, 2],
         "image_co_layer_ids": [0, 1],
         "co_layer_box_embeddings": True,
+        "grounding_co_layer": 0,
+        "grounded_position_bias": True,
     },
 }
 
@@ -90,6 +97,12 @@ class ErnieVilConfig(PreTrainedConfig):
     left after the last co-layer run at the end. ``co_layer_box_embeddings`` (not in ERNIE-ViL, off in
     ``base`` and ``large``) adds a learned embedding of each region's 5-d location to the image states
     before every co-layer, as DETR adds its positional encodings at every layer rather than once.
+    Grounding (not in ERNIE-ViL either; off in ``base`` and ``large``): ``grounding_co_layer`` names the
+    co-layer whose image->text attention the grounding loss teaches to land on the caption's word for each
+    region (``None``: no grounding loss); ``grounded_position_bias`` gives every co-layer's text->image heads
+    a learned bias by the offset between a region's grounded text position and the query token's, over
+    offsets ``-grounded_position_span .. grounded_position_span``, its table multiplied by
+    ``grounded_position_gain`` (see ``ErnieVilGroundedPositionBias``).
     Heads: ``num_region_classes`` (1601 Visual Genome detector classes), ``num_region_attributes`` (401,
     used by fine-tuning), ``masked_region_target`` (``"class_distribution"``: KL to the detector's
     distribution; ``"features"``: regression of the original feature), ``task_loss_weights``.
@@ -119,6 +132,10 @@ class ErnieVilConfig(PreTrainedConfig):
     text_co_layer_ids: list[int] | tuple[int, ...] = (6, 7, 8, 9, 10, 11)
     image_co_layer_ids: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     co_layer_box_embeddings: bool = False
+    grounding_co_layer: int | None = None
+    grounded_position_bias: bool = False
+    grounded_position_span: int = 12
+    grounded_position_gain: float | int = 20.0
 
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
@@ -175,6 +192,13 @@ class ErnieVilConfig(PreTrainedConfig):
                 )
             if any(b <= a for a, b in itertools.pairwise(ids)):
                 raise ValueError(f"{stream}_co_layer_ids {ids} must be strictly increasing")
+        if self.grounding_co_layer is not None and not 0 <= self.grounding_co_layer < self.num_co_layers:
+            raise ValueError(
+                f"grounding_co_layer={self.grounding_co_layer} names no co-layer; this model has "
+                f"{self.num_co_layers} (indices 0 .. {self.num_co_layers - 1}), or None for no grounding loss"
+            )
+        if self.grounded_position_span < 1:
+            raise ValueError(f"grounded_position_span must be >= 1, got {self.grounded_position_span}")
         if self.masked_region_target not in MASKED_REGION_TARGETS:
             raise ValueError(
                 f"masked_region_target={self.masked_region_target!r}; expected one of {MASKED_REGION_TARGETS}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -22,6 +23,22 @@ from ernievil_ds.configuration_ernievil import ErnieVilConfig
 
 #: Tolerance, as a fraction of the image side, for boxes that a detector placed a hair outside the image.
 BOX_TOLERANCE = 0.01
+
+
+def scaled_dot_products(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
+    """query (B, H, Lq, D), key (B, H, Lk, D) -> attention logits before any mask (B, H, Lq, Lk)."""
+    return torch.matmul(query, key.transpose(2, 3)) * scaling
+
+
+def softmax_attention(
+    module: nn.Module, scores: torch.Tensor, value: torch.Tensor, dropout: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked logits (B, H, Lq, Lk) and value (B, H, Lk, D) -> attn_output (B, Lq, H, D) and attn_weights
+    (B, H, Lq, Lk); the softmax runs in float32."""
+    attn_weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Lq, H, D)
+    return attn_output, attn_weights
 
 
 def eager_attention_forward(
@@ -43,13 +60,10 @@ def eager_attention_forward(
     Returns:
         attn_output (B, Lq, H, D) and attn_weights (B, H, Lq, Lk).
     """
-    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, Lk)
+    scores = scaled_dot_products(query, key, scaling)  # (B, H, Lq, Lk)
     if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask
-    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Lq, H, D)
-    return attn_output, attn_weights
+        scores = scores + attention_mask
+    return softmax_attention(module, scores, value, dropout)
 
 
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -96,21 +110,28 @@ class ErnieVilMultiHeadAttention(nn.Module):
         self.value = nn.Linear(key_value_size, inner_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """hidden_states (B, Lq, Cq), context (B, Lk, Ck), additive context_mask (B, 1, 1, Lk) -> (B, Lq, inner)."""
+    def _project(
+        self, hidden_states: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hidden_states (B, Lq, Cq), context (B, Lk, Ck) -> query (B, H, Lq, D), key and value (B, H, Lk, D)."""
         batch, q_len, _ = hidden_states.shape
         k_len = context.shape[1]
-        query = (
-            self.query(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        )  # (B, H, Lq, D)
-        key = (
-            self.key(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
-        )  # (B, H, Lk, D)
-        value = (
-            self.value(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
-        )  # (B, H, Lk, D)
+        query = self.query(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key = self.key(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
+        value = self.value(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
+        return query, key, value
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """hidden_states (B, Lq, Cq), context (B, Lk, Ck), additive context_mask (B, 1, 1, Lk) and an optional
+        additive attention_bias (B, H, Lq, Lk) -> (B, Lq, inner)."""
+        query, key, value = self._project(hidden_states, context)
+        mask = context_mask if attention_bias is None else context_mask + attention_bias
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -119,11 +140,32 @@ class ErnieVilMultiHeadAttention(nn.Module):
             query,
             key,
             value,
-            context_mask,
+            mask,
             dropout=self.dropout.p if self.training else 0.0,
             scaling=self.scaling,
         )
-        return attn_output.reshape(batch, q_len, -1)  # (B, Lq, H*D)
+        return attn_output.flatten(2)  # (B, Lq, H*D)
+
+    def forward_with_scores(
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` computed explicitly, for callers that need the attention's logits and weights.
+
+        Returns:
+            attn_output (B, Lq, inner), scores (B, H, Lq, Lk): the logits before the mask and the bias, and
+            attn_weights (B, H, Lq, Lk).
+        """
+        query, key, value = self._project(hidden_states, context)
+        scores = scaled_dot_products(query, key, self.scaling)  # (B, H, Lq, Lk)
+        masked = scores + context_mask if attention_bias is None else scores + context_mask + attention_bias
+        attn_output, attn_weights = softmax_attention(
+            self, masked, value, self.dropout.p if self.training else 0.0
+        )
+        return attn_output.flatten(2), scores, attn_weights
 
 
 class ErnieVilResidualOutput(nn.Module):
@@ -158,9 +200,26 @@ class ErnieVilAttention(nn.Module):
         self.output = ErnieVilResidualOutput(config, inner_size, query_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.output(self.self(hidden_states, context, context_mask), hidden_states)
+        return self.output(self.self(hidden_states, context, context_mask, attention_bias), hidden_states)
+
+    def forward_with_scores(
+        self,
+        hidden_states: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As ``forward``, plus the attention's logits before mask and bias and its weights (each (B, H, Lq, Lk))."""
+        attended, scores, weights = self.self.forward_with_scores(
+            hidden_states, context, context_mask, attention_bias
+        )
+        return self.output(attended, hidden_states), scores, weights
 
 
 class ErnieVilIntermediate(nn.Module):
@@ -205,22 +264,75 @@ class ErnieVilLayer(nn.Module):
         return self.output(self.intermediate(attention_output), attention_output)
 
 
+class ErnieVilGroundedPositionBias(nn.Module):
+    """A text->image attention bias from where each region is grounded in the caption.
+
+    A region's grounded position is the expected text position of its image->text attention in the same
+    co-layer, one per image->text head. Every text->image head gets, for each (token, region), a learned
+    bias by the offset from the token to that position, clamped to ``-span .. span`` and read from a table
+    (image->text head, offset, text->image head) by linear interpolation, summed over image->text heads.
+    So "the noun just before me" and "the noun two words after me", a relation's subject and object, become
+    attention targets that plain dot products do not learn to find in the CPU demo's budget
+    (benchmarks/RESULTS.md, "Where relations stall").
+
+    The table starts at zero (no bias) and is multiplied by ``gain``: Adam moves a parameter by about the
+    learning rate per step whatever its gradient, and at gain 1 the biases stayed under 0.03 in 700 steps.
+    """
+
+    def __init__(self, config: ErnieVilConfig):
+        super().__init__()
+        heads = config.co_num_attention_heads
+        self.span = config.grounded_position_span
+        self.gain = float(config.grounded_position_gain)
+        self.table = nn.Parameter(torch.zeros(heads, 2 * self.span + 1, heads))  # (Hi, 2*span+1, Ht)
+
+    def forward(self, image_to_text_weights: torch.Tensor) -> torch.Tensor:
+        """image_to_text_weights (B, Hi, R, T), rows summing to 1 -> additive text->image bias (B, Ht, T, R)."""
+        weights = image_to_text_weights.float()
+        positions = torch.arange(weights.shape[-1], device=weights.device, dtype=torch.float32)  # (T,)
+        grounded = weights @ positions  # (B, Hi, R)
+        offset = (grounded[:, :, None, :] - positions[:, None]).clamp(-self.span, self.span) + self.span
+        low = offset.floor().clamp(max=2 * self.span - 1)  # (B, Hi, T, R): the table row below the offset
+        table = self.table.float() * self.gain  # (Hi, 2*span+1, Ht)
+        head = torch.arange(table.shape[0], device=weights.device)[:, None, None]  # (Hi, 1, 1)
+        index = low.long()
+        bias = torch.lerp(table[head, index], table[head, index + 1], (offset - low)[..., None])
+        return bias.sum(1).permute(0, 3, 1, 2).to(image_to_text_weights.dtype)  # (B, Ht, T, R)
+
+
+class CoAttentionLayerOutput(NamedTuple):
+    """What a co-layer returns."""
+
+    text_states: torch.Tensor  # (B, T, Ct)
+    image_states: torch.Tensor  # (B, R, Cv)
+    #: The image->text logits before the text mask, averaged over heads, in float32 or wider (B, R, T); only
+    #: from the layer that ``config.grounding_co_layer`` names.
+    grounding_scores: torch.Tensor | None
+    #: With ``output_attentions``: the text->image (B, H, T, R) and image->text (B, H, R, T) weights.
+    attentions: tuple[torch.Tensor, torch.Tensor] | None
+
+
 class ErnieVilCoAttentionLayer(nn.Module):
     """Text queries attend image keys/values and image queries attend text keys/values, each direction with
     its own weights through the co-attention width; then each stream's own FFN. No self-attention.
 
     With ``config.co_layer_box_embeddings`` the image states first get a learned embedding of their regions'
     5-d locations added: the image embeddings add the box once, beside a 2048-d feature, and after a few
-    layers little of it is left for a relation to read (benchmarks/RESULTS.md).
+    layers little of it is left for a relation to read (benchmarks/RESULTS.md). With
+    ``config.grounded_position_bias`` the image->text attention runs first and its weights bias the
+    text->image attention (``ErnieVilGroundedPositionBias``); the layer named by ``config.grounding_co_layer``
+    returns its image->text logits for the grounding loss.
     """
 
-    def __init__(self, config: ErnieVilConfig):
+    def __init__(self, config: ErnieVilConfig, layer_index: int):
         super().__init__()
         t, v, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
         heads = config.co_num_attention_heads
         self.box_embedding = (
             ErnieVilBoxEmbedding(config.v_loc_size, v) if config.co_layer_box_embeddings else None
         )
+        self.position_bias = ErnieVilGroundedPositionBias(config) if config.grounded_position_bias else None
+        self.returns_grounding_scores = config.grounding_co_layer == layer_index
         self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
         self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
@@ -233,14 +345,33 @@ class ErnieVilCoAttentionLayer(nn.Module):
         text_mask: torch.Tensor,
         image_mask: torch.Tensor,
         image_locations: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output_attentions: bool = False,
+    ) -> CoAttentionLayerOutput:
         """text_states (B, T, Ct), image_states (B, R, Cv), their additive masks and the regions' 5-d
-        image_locations (B, R, 5) -> updated text and image states."""
+        image_locations (B, R, 5) -> updated states, grounding logits and attention weights (see
+        ``CoAttentionLayerOutput``)."""
         if self.box_embedding is not None:
             image_states = image_states + self.box_embedding(image_locations.to(image_states.dtype))
-        text_attended = self.text_attention(text_states, image_states, image_mask)
-        image_attended = self.image_attention(image_states, text_states, text_mask)
-        return self.text_feed_forward(text_attended), self.image_feed_forward(image_attended)
+        image_to_text = text_to_image = None
+        if output_attentions or self.position_bias is not None or self.returns_grounding_scores:
+            image_attended, scores, image_to_text = self.image_attention.forward_with_scores(
+                image_states, text_states, text_mask
+            )
+        else:
+            image_attended = self.image_attention(image_states, text_states, text_mask)
+        bias = self.position_bias(image_to_text) if self.position_bias is not None else None  # (B, Ht, T, R)
+        if output_attentions:
+            text_attended, _, text_to_image = self.text_attention.forward_with_scores(
+                text_states, image_states, image_mask, bias
+            )
+        else:
+            text_attended = self.text_attention(text_states, image_states, image_mask, attention_bias=bias)
+        return CoAttentionLayerOutput(
+            self.text_feed_forward(text_attended),
+            self.image_feed_forward(image_attended),
+            at_least_float32(scores).mean(1) if self.returns_grounding_scores else None,
+            (text_to_image, image_to_text) if output_attentions else None,
+        )
 
 
 class ErnieVilTextEmbeddings(nn.Module):
@@ -324,9 +455,16 @@ class ErnieVilModelOutput(ModelOutput):
         h_IMG = ReLU(Linear(image[0])).
     pooled_output (`torch.FloatTensor` of shape `(batch_size, co_hidden_size)`):
         The fused vector h_CLS * h_IMG.
+    grounding_scores (`torch.FloatTensor` of shape `(batch_size, num_regions + 1, text_length)`):
+        The image->text attention logits of co-layer `config.grounding_co_layer`, before the text mask,
+        averaged over heads, in float32 or wider; `None` when the config names no grounding co-layer.
     all_text_hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
         The text embeddings, then the text stream's state after every text layer and every co-layer,
         in execution order, each of shape `(batch_size, text_length, hidden_size)`.
+    co_attentions (`tuple(tuple(torch.FloatTensor))`, returned with `output_attentions=True`):
+        Per co-layer, the text->image weights `(batch_size, co_num_attention_heads, text_length,
+        num_regions + 1)` and the image->text weights `(batch_size, co_num_attention_heads, num_regions + 1,
+        text_length)`.
     """
 
     text_hidden_states: torch.FloatTensor | None = None
@@ -334,7 +472,9 @@ class ErnieVilModelOutput(ModelOutput):
     pooled_text: torch.FloatTensor | None = None
     pooled_image: torch.FloatTensor | None = None
     pooled_output: torch.FloatTensor | None = None
+    grounding_scores: torch.FloatTensor | None = None
     all_text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    co_attentions: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
 
 
 @dataclass
@@ -349,6 +489,8 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     mrc_loss: masked-region classification, KL(detector distribution || predicted), or the feature
         regression MSE when `config.masked_region_target == "features"`.
     itm_loss: image-text matching cross-entropy.
+    grounding_loss: cross-entropy of each grounded region's image->text logits (`grounding_scores`) against
+        the position of the caption word that names it (not in ERNIE-ViL; see `config.grounding_co_layer`).
     masked_token_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`):
         Scores at the positions where `labels != -100`, in row-major (batch, position) order.
     masked_region_logits (`torch.FloatTensor` of shape `(num_masked_regions, num_region_classes or v_feature_size)`):
@@ -363,6 +505,7 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     sgp_relation_loss: torch.FloatTensor | None = None
     mrc_loss: torch.FloatTensor | None = None
     itm_loss: torch.FloatTensor | None = None
+    grounding_loss: torch.FloatTensor | None = None
     masked_token_logits: torch.FloatTensor | None = None
     masked_region_logits: torch.FloatTensor | None = None
     itm_logits: torch.FloatTensor | None = None
@@ -382,6 +525,9 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["ErnieVilLayer", "ErnieVilCoAttentionLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, ErnieVilGroundedPositionBias):
+            init.zeros_(module.table)  # no bias until training finds one
+            return
         if isinstance(module, ErnieVilCoAttentionProjection):
             # At std 0.02 a co-attention query.key logit starts ~0.1 from uniform and Adam takes hundreds of
             # steps to grow both matrices before a word can single out its region; a fan-in std starts the
@@ -436,7 +582,9 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             )
             for _ in range(config.v_num_hidden_layers)
         )
-        self.co_layers = nn.ModuleList(ErnieVilCoAttentionLayer(config) for _ in range(config.num_co_layers))
+        self.co_layers = nn.ModuleList(
+            ErnieVilCoAttentionLayer(config, i) for i in range(config.num_co_layers)
+        )
         self.text_pooler = nn.Linear(config.hidden_size, config.co_hidden_size)
         self.image_pooler = nn.Linear(config.v_hidden_size, config.co_hidden_size)
         self.post_init()
@@ -516,6 +664,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         region_locations: torch.FloatTensor | None = None,
         masked_regions: torch.BoolTensor | None = None,
         output_hidden_states: bool = False,
+        output_attentions: bool = False,
         **kwargs,
     ) -> ErnieVilModelOutput:
         r"""
@@ -533,6 +682,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             masked_regions (`torch.BoolTensor` of shape `(batch_size, num_regions)`): regions hidden for
                 masked-region classification; they are left out of the [IMG] mean.
             output_hidden_states: also return the text stream's state after every step.
+            output_attentions: also return every co-layer's attention weights, both directions.
         """
         self._validate_inputs(input_ids, region_features, region_locations, region_boxes, image_sizes)
         batch, num_regions = region_features.shape[:2]
@@ -566,6 +716,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
 
         all_text = [text] if output_hidden_states else None
         text_start = image_start = 0
+        grounding_scores = None
+        co_attentions = [] if output_attentions else None
         for co_layer, text_end, image_end in zip(
             self.co_layers, self.config.text_co_layer_ids, self.config.image_co_layer_ids
         ):
@@ -575,7 +727,12 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
                     all_text.append(text)
             for layer in self.image_layers[image_start:image_end]:
                 image = layer(image, image_mask)
-            text, image = co_layer(text, image, text_mask, image_mask, locations)
+            text, image, scores, attentions = co_layer(
+                text, image, text_mask, image_mask, locations, output_attentions
+            )
+            grounding_scores = scores if scores is not None else grounding_scores
+            if output_attentions:
+                co_attentions.append(attentions)
             if output_hidden_states:
                 all_text.append(text)
             text_start, image_start = text_end, image_end
@@ -594,7 +751,9 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             pooled_text=pooled_text,
             pooled_image=pooled_image,
             pooled_output=pooled_text * pooled_image,
+            grounding_scores=grounding_scores,
             all_text_hidden_states=tuple(all_text) if output_hidden_states else None,
+            co_attentions=tuple(co_attentions) if output_attentions else None,
         )
 
 
@@ -678,6 +837,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         region_class_targets: torch.FloatTensor | None = None,
         region_feature_targets: torch.FloatTensor | None = None,
         itm_labels: torch.LongTensor | None = None,
+        region_word_targets: torch.LongTensor | None = None,
         **kwargs,
     ) -> ErnieVilForPreTrainingOutput:
         r"""
@@ -693,6 +853,9 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 the original features, the target at `masked_regions` when
                 `config.masked_region_target == "features"`.
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`): 1 matched pair, 0 mismatched.
+            region_word_targets (`torch.LongTensor` of shape `(batch_size, num_regions)`): for each input
+                region, the text position of the caption word that names it, -100 where none does; the
+                grounding loss's target (needs `config.grounding_co_layer`).
 
         Token targets are expected on matched pairs only (the collator blanks them on mismatched ones);
         masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted).
@@ -749,6 +912,23 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         if itm_labels is not None:
             losses["itm"] = F.cross_entropy(at_least_float32(itm_logits), itm_labels)
 
+        if region_word_targets is not None:
+            if outputs.grounding_scores is None:
+                raise ValueError(
+                    "region_word_targets were given but this model computes no grounding loss "
+                    "(config.grounding_co_layer is None)"
+                )
+            text_keep = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            # Image position 0 is [IMG]; input region r sits at r + 1. Padding tokens cannot be targets.
+            scores = outputs.grounding_scores[:, 1:].masked_fill(
+                ~text_keep.bool()[:, None, :], torch.finfo(outputs.grounding_scores.dtype).min
+            )  # (B, R - 1, T)
+            grounded = region_word_targets != -100  # (B, R - 1)
+            if grounded.any():
+                losses["grounding"] = F.cross_entropy(scores[grounded], region_word_targets[grounded])
+            else:
+                unused_outputs.append(outputs.grounding_scores)  # the masked scores would give 0 * -inf
+
         weights = self.config.task_loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
         if loss is not None:
@@ -761,6 +941,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             sgp_relation_loss=losses.get("sgp_relation"),
             mrc_loss=losses.get("mrc"),
             itm_loss=losses.get("itm"),
+            grounding_loss=losses.get("grounding"),
             masked_token_logits=masked_token_logits,
             masked_region_logits=masked_region_logits,
             itm_logits=itm_logits,

@@ -18,7 +18,8 @@ def make_batch(
 ):
     """A pretraining batch with padding on both streams and every task present.
 
-    Example 1 has 3 padded text positions and example 2 has 2 padded regions.
+    Example 1 has 3 padded text positions and example 2 has 2 padded regions; regions 0 and 2 of example 0
+    and region 3 of example 2 have grounding targets.
     """
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1000, 2000, (batch, text_len), generator=g)
@@ -36,6 +37,10 @@ def make_batch(
         labels[b, 4], task_ids[b, 4] = input_ids[b, 4], 3
     masked_regions = torch.zeros(batch, num_regions, dtype=torch.bool)
     masked_regions[:, 1] = True
+    region_word_targets = torch.full((batch, num_regions), -100)
+    for b, r, position in [(0, 0, 5), (0, 2, 2), (2, 3, 7)]:
+        if b < batch:
+            region_word_targets[b, r] = position
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -51,6 +56,7 @@ def make_batch(
         "labels": labels,
         "task_ids": task_ids,
         "itm_labels": torch.tensor([1, 0, 1][:batch]),
+        "region_word_targets": region_word_targets,
     }
 
 

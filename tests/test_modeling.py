@@ -44,6 +44,7 @@ def test_every_output_field_has_its_documented_shape(tiny_config, batch_factory)
         "sgp_attribute_loss",
         "sgp_relation_loss",
         "mrc_loss",
+        "grounding_loss",
     ):
         assert out[name].shape == () and torch.isfinite(out[name]), name
     enc = model.ernievil(**encoder_inputs(batch), output_hidden_states=True)
@@ -147,7 +148,7 @@ def test_padding_regions_leave_fp16_gradients_finite(tiny_config, batch_factory)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("without", ["masked regions", "token targets"])
+@pytest.mark.parametrize("without", ["masked regions", "token targets", "grounding targets"])
 def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(tiny_config, batch_factory, without):
     """ZeRO-2 needs a gradient for every parameter on every rank, even when a micro-batch has nothing for
     one head to score; that head's gradient is zero and the loss is the other tasks' alone."""
@@ -157,6 +158,9 @@ def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(tiny_config, ba
     if without == "masked regions":
         batch["masked_regions"][:] = False
         head, absent = model.region_head, "mrc_loss"
+    elif without == "grounding targets":  # no head of its own: its logits also feed every other task
+        batch["region_word_targets"][:] = -100
+        head, absent = None, "grounding_loss"
     else:
         batch["labels"][:] = -100
         head, absent = model.token_head.transform, "mlm_loss"
@@ -166,7 +170,8 @@ def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(tiny_config, ba
     present = [v for k, v in out.items() if k.endswith("_loss") and v is not None]
     torch.testing.assert_close(out.loss, sum(present))
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    assert all(p.grad.abs().sum() == 0 for p in head.parameters())
+    if head is not None:
+        assert all(p.grad.abs().sum() == 0 for p in head.parameters())
 
 
 def test_losses_match_an_independent_float64_computation(tiny_config, batch_factory):
@@ -189,7 +194,15 @@ def test_losses_match_an_independent_float64_computation(tiny_config, batch_fact
     torch.testing.assert_close(out.mrc_loss, expected_kl)
     expected_itm = F.cross_entropy(model.itm_head(enc.pooled_output), batch["itm_labels"])
     torch.testing.assert_close(out.itm_loss, expected_itm)
-    parts = ("mlm_loss", "sgp_object_loss", "sgp_attribute_loss", "sgp_relation_loss", "mrc_loss", "itm_loss")
+    parts = (
+        "mlm_loss",
+        "sgp_object_loss",
+        "sgp_attribute_loss",
+        "sgp_relation_loss",
+        "mrc_loss",
+        "itm_loss",
+        "grounding_loss",
+    )
     torch.testing.assert_close(out.loss, sum(out[p] for p in parts))
 
 
@@ -206,7 +219,12 @@ def test_task_loss_weights_and_feature_regression(batch_factory):
     out = model(**batch)
     assert out.masked_region_logits.shape == (2, config.v_feature_size)  # example 1 is a mismatched pair
     expected = (
-        out.mlm_loss + out.sgp_object_loss + out.sgp_attribute_loss + out.sgp_relation_loss + 2 * out.mrc_loss
+        out.mlm_loss
+        + out.sgp_object_loss
+        + out.sgp_attribute_loss
+        + out.sgp_relation_loss
+        + 2 * out.mrc_loss
+        + out.grounding_loss
     )
     torch.testing.assert_close(out.loss, expected)
 
@@ -323,9 +341,12 @@ def test_co_layer_box_embeddings_carry_the_boxes_into_every_co_layer(
         assert changed == 0.0
 
 
-def test_base_and_large_have_no_co_layer_box_embeddings():
-    """The official architectures stay ERNIE-ViL's: the box enters once, in the image embeddings."""
+def test_base_and_large_have_no_co_layer_box_embeddings_and_no_grounding():
+    """The official architectures stay ERNIE-ViL's: the box enters once, in the image embeddings, and
+    there is neither a grounding loss nor a grounded position bias."""
     for preset in ("base", "large"):
         config = ErnieVilConfig.from_preset(preset)
         assert not config.co_layer_box_embeddings
-    assert ErnieVilConfig.from_preset("small").co_layer_box_embeddings
+        assert config.grounding_co_layer is None and not config.grounded_position_bias
+    small = ErnieVilConfig.from_preset("small")
+    assert small.co_layer_box_embeddings and small.grounding_co_layer == 0 and small.grounded_position_bias
