@@ -18,6 +18,7 @@ LOSS_NAMES = (
     "sgp_relation_loss",
     "mrc_loss",
     "itm_loss",
+    "grounding_loss",
 )
 
 

@@ -32,6 +32,7 @@ from ernievil_ds.data import (
     load_tokenizer,
 )
 from ernievil_ds.data.collator import node_mask_rates
+from ernievil_ds.data.storage import load_detector_class_names
 from ernievil_ds.data.synth import SYNTH_VERSION
 from ernievil_ds.distributed import dist_info, get_logger
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
@@ -205,6 +206,25 @@ def prepare_data_dir(args: argparse.Namespace, tokenizer) -> Path:
     return data_dir
 
 
+def add_grounding_targets(collator: SGPCollator, config: ErnieVilConfig, data_dir: Path) -> None:
+    """Give the collator the detector's class names when the model has a grounding loss, so that its
+    batches carry ``region_word_targets``.
+
+    Raises:
+        ValueError: when the model has a grounding loss and the data directory records no class names.
+    """
+    if config.grounding_co_layer is None:
+        return
+    names = load_detector_class_names(data_dir)
+    if names is None:
+        raise ValueError(
+            f"This model's grounding loss (config.grounding_co_layer) needs the detector's class names, and "
+            f"{data_dir} has none: import the features with `prepare_data.py features --detector-classes "
+            f"objects_vocab.txt`, or set grounding_co_layer to null in a --model-config"
+        )
+    collator.set_region_class_names(names)
+
+
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -263,6 +283,7 @@ class PretrainingRun:
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)
+        add_grounding_targets(collator, model.config, data_dir)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
 

@@ -80,3 +80,13 @@ def test_node_mask_prob_by_type(tmp_path, capsys):
         with pytest.raises(SystemExit):
             cpu_run(tmp_path, "--node-mask-prob", bad)
         assert re.search(message, capsys.readouterr().err), bad
+
+
+def test_grounding_needs_the_detectors_class_names(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    args = cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(data))
+    with pytest.raises(
+        ValueError, match=r"grounding loss .* needs the detector's class names, and .*data has none"
+    ):
+        PretrainingRun.prepare(args)

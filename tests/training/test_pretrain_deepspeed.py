@@ -25,6 +25,7 @@ TASK_LOSSES = (
     "sgp_relation_loss",
     "mrc_loss",
     "itm_loss",
+    "grounding_loss",
 )
 
 
