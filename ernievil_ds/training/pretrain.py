@@ -402,6 +402,7 @@ class PretrainingRun:
             len(dataset), num_replicas=info.world_size, rank=info.rank, seed=self.args.seed, shuffle=False
         )
         collator = SGPCollator(self.tokenizer, sgp=True, seed=self.args.seed)
+        add_grounding_targets(collator, self.model.config, self.data_dir)
         return DataLoader(dataset, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collator)
 
     @torch.no_grad()

@@ -57,6 +57,7 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     assert all(r["loss_scale"] == 1.0 and r["skipped_steps"] == 0 for r in records)
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [8, 16]
+    assert all(math.isfinite(r[f"eval_{name}"]) for r in evals for name in TASK_LOSSES)
 
     # The export equals what DeepSpeed's own zero_to_fp32.py (written beside the shards) recovers.
     hf_dir = out / "hf_model"
