@@ -202,7 +202,7 @@ class SGPCollator:
     (batch_size, num_regions, 1601) when the data has detector class distributions, else
     ``region_feature_targets`` (batch_size, num_regions, 2048); ``labels`` and ``task_ids``
     (batch_size, num_tokens), -100 where nothing is predicted; ``itm_labels`` (batch_size,) 1 matched, 0 not;
-    with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (``region_word_targets``).
+    with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (see ``region_word_targets``).
 
     Args:
         region_class_names: the detector's name of every class (``load_detector_class_names``; "" for a
