@@ -37,7 +37,7 @@ PRESETS: dict[str, dict] = {
     },
     # The CPU demo's model: MiniLM's width and its first three layers (text stream initialised from
     # all-MiniLM-L6-v2), a co-layer after each text layer, box embeddings before every co-layer (without them
-    # relations stay at chance: benchmarks/RESULTS.md), the grounding loss on the first co-layer and the
+    # relations stay at chance: benchmarks/RESULTS.md), the grounding loss on every co-layer and the
     # grounded position bias (without them the model cannot find a relation's two regions in the demo's
     # budget: RESULTS.md, "Where relations stall"), a narrow image stream, and no dropout (demo runs are far
     # too short to overfit). Cheap enough for 700 steps of 64 pairs in the 15 minutes of the demo.
@@ -55,7 +55,7 @@ PRESETS: dict[str, dict] = {
         "text_co_layer_ids": [1, 2, 3],
         "image_co_layer_ids": [0, 1, 2],
         "co_layer_box_embeddings": True,
-        "grounding_co_layer": 0,
+        "grounding_co_layers": [0, 1, 2],
         "grounded_position_bias": True,
         "hidden_dropout_prob": 0.0,
         "attention_probs_dropout_prob": 0.0,
@@ -75,7 +75,7 @@ PRESETS: dict[str, dict] = {
         "text_co_layer_ids": [1, 2],
         "image_co_layer_ids": [0, 1],
         "co_layer_box_embeddings": True,
-        "grounding_co_layer": 0,
+        "grounding_co_layers": [0, 1],
         "grounded_position_bias": True,
     },
 }
@@ -97,9 +97,9 @@ class ErnieVilConfig(PreTrainedConfig):
     left after the last co-layer run at the end. ``co_layer_box_embeddings`` (not in ERNIE-ViL, off in
     ``base`` and ``large``) adds a learned embedding of each region's 5-d location to the image states
     before every co-layer, as DETR adds its positional encodings at every layer rather than once.
-    Grounding (not in ERNIE-ViL either; off in ``base`` and ``large``): ``grounding_co_layer`` names the
-    co-layer whose image->text attention the grounding loss teaches to land on the caption's word for each
-    region (``None``: no grounding loss); ``grounded_position_bias`` gives every co-layer's text->image heads
+    Grounding (not in ERNIE-ViL either; off in ``base`` and ``large``): ``grounding_co_layers`` names the
+    co-layers whose image->text attention the grounding loss teaches to land on the caption's word for each
+    region (empty: no grounding loss); ``grounded_position_bias`` gives every co-layer's text->image heads
     a learned bias by the offset between a region's grounded text position and the query token's, over
     offsets ``-grounded_position_span .. grounded_position_span``, its table multiplied by
     ``grounded_position_gain`` (see ``ErnieVilGroundedPositionBias``).
@@ -132,7 +132,7 @@ class ErnieVilConfig(PreTrainedConfig):
     text_co_layer_ids: list[int] | tuple[int, ...] = (6, 7, 8, 9, 10, 11)
     image_co_layer_ids: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     co_layer_box_embeddings: bool = False
-    grounding_co_layer: int | None = None
+    grounding_co_layers: list[int] | tuple[int, ...] = ()
     grounded_position_bias: bool = False
     grounded_position_span: int = 12
     grounded_position_gain: float | int = 20.0
@@ -151,6 +151,7 @@ class ErnieVilConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         self.text_co_layer_ids = [int(i) for i in self.text_co_layer_ids]
         self.image_co_layer_ids = [int(i) for i in self.image_co_layer_ids]
+        self.grounding_co_layers = [int(i) for i in self.grounding_co_layers]
         self.task_loss_weights = {**DEFAULT_TASK_LOSS_WEIGHTS, **(self.task_loss_weights or {})}
         super().__post_init__(**kwargs)
 
@@ -192,10 +193,12 @@ class ErnieVilConfig(PreTrainedConfig):
                 )
             if any(b <= a for a, b in itertools.pairwise(ids)):
                 raise ValueError(f"{stream}_co_layer_ids {ids} must be strictly increasing")
-        if self.grounding_co_layer is not None and not 0 <= self.grounding_co_layer < self.num_co_layers:
+        if any(not 0 <= i < self.num_co_layers for i in self.grounding_co_layers) or len(
+            set(self.grounding_co_layers)
+        ) != len(self.grounding_co_layers):
             raise ValueError(
-                f"grounding_co_layer={self.grounding_co_layer} names no co-layer; this model has "
-                f"{self.num_co_layers} (indices 0 .. {self.num_co_layers - 1}), or None for no grounding loss"
+                f"grounding_co_layers={self.grounding_co_layers} must name distinct co-layers of the "
+                f"{self.num_co_layers} this model has (indices 0 .. {self.num_co_layers - 1}); [] for no grounding loss"
             )
         if self.grounded_position_span < 1:
             raise ValueError(f"grounded_position_span must be >= 1, got {self.grounded_position_span}")

@@ -306,7 +306,7 @@ class CoAttentionLayerOutput(NamedTuple):
     text_states: torch.Tensor  # (B, T, Ct)
     image_states: torch.Tensor  # (B, R, Cv)
     #: The image->text logits before the text mask, averaged over heads, in float32 or wider (B, R, T); only
-    #: from the layer that ``config.grounding_co_layer`` names.
+    #: from the layers that ``config.grounding_co_layers`` names.
     grounding_scores: torch.Tensor | None
     #: With ``output_attentions``: the text->image (B, H, T, R) and image->text (B, H, R, T) weights.
     attentions: tuple[torch.Tensor, torch.Tensor] | None
@@ -320,8 +320,8 @@ class ErnieVilCoAttentionLayer(nn.Module):
     5-d locations added: the image embeddings add the box once, beside a 2048-d feature, and after a few
     layers little of it is left for a relation to read (benchmarks/RESULTS.md). With
     ``config.grounded_position_bias`` the image->text attention runs first and its weights bias the
-    text->image attention (``ErnieVilGroundedPositionBias``); the layer named by ``config.grounding_co_layer``
-    returns its image->text logits for the grounding loss.
+    text->image attention (``ErnieVilGroundedPositionBias``); the layers named by
+    ``config.grounding_co_layers`` return their image->text logits for the grounding loss.
     """
 
     def __init__(self, config: ErnieVilConfig, layer_index: int):
@@ -332,7 +332,7 @@ class ErnieVilCoAttentionLayer(nn.Module):
             ErnieVilBoxEmbedding(config.v_loc_size, v) if config.co_layer_box_embeddings else None
         )
         self.position_bias = ErnieVilGroundedPositionBias(config) if config.grounded_position_bias else None
-        self.returns_grounding_scores = config.grounding_co_layer == layer_index
+        self.returns_grounding_scores = layer_index in config.grounding_co_layers
         self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
         self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
@@ -455,9 +455,10 @@ class ErnieVilModelOutput(ModelOutput):
         h_IMG = ReLU(Linear(image[0])).
     pooled_output (`torch.FloatTensor` of shape `(batch_size, co_hidden_size)`):
         The fused vector h_CLS * h_IMG.
-    grounding_scores (`torch.FloatTensor` of shape `(batch_size, num_regions + 1, text_length)`):
-        The image->text attention logits of co-layer `config.grounding_co_layer`, before the text mask,
-        averaged over heads, in float32 or wider; `None` when the config names no grounding co-layer.
+    grounding_scores (`tuple(torch.FloatTensor)`, one per co-layer of `config.grounding_co_layers`):
+        The image->text attention logits of those co-layers, each of shape `(batch_size, num_regions + 1,
+        text_length)`, before the text mask, averaged over heads, in float32 or wider; `None` when the
+        config names no grounding co-layer.
     all_text_hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
         The text embeddings, then the text stream's state after every text layer and every co-layer,
         in execution order, each of shape `(batch_size, text_length, hidden_size)`.
@@ -472,7 +473,7 @@ class ErnieVilModelOutput(ModelOutput):
     pooled_text: torch.FloatTensor | None = None
     pooled_image: torch.FloatTensor | None = None
     pooled_output: torch.FloatTensor | None = None
-    grounding_scores: torch.FloatTensor | None = None
+    grounding_scores: tuple[torch.FloatTensor, ...] | None = None
     all_text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     co_attentions: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
 
@@ -490,7 +491,8 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
         regression MSE when `config.masked_region_target == "features"`.
     itm_loss: image-text matching cross-entropy.
     grounding_loss: cross-entropy of each grounded region's image->text logits (`grounding_scores`) against
-        the position of the caption word that names it (not in ERNIE-ViL; see `config.grounding_co_layer`).
+        the position of the caption word that names it, averaged over `config.grounding_co_layers` (not in
+        ERNIE-ViL).
     masked_token_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`):
         Scores at the positions where `labels != -100`, in row-major (batch, position) order.
     masked_region_logits (`torch.FloatTensor` of shape `(num_masked_regions, num_region_classes or v_feature_size)`):
@@ -716,7 +718,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
 
         all_text = [text] if output_hidden_states else None
         text_start = image_start = 0
-        grounding_scores = None
+        grounding_scores = []
         co_attentions = [] if output_attentions else None
         for co_layer, text_end, image_end in zip(
             self.co_layers, self.config.text_co_layer_ids, self.config.image_co_layer_ids
@@ -730,7 +732,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             text, image, scores, attentions = co_layer(
                 text, image, text_mask, image_mask, locations, output_attentions
             )
-            grounding_scores = scores if scores is not None else grounding_scores
+            if scores is not None:
+                grounding_scores.append(scores)
             if output_attentions:
                 co_attentions.append(attentions)
             if output_hidden_states:
@@ -751,7 +754,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             pooled_text=pooled_text,
             pooled_image=pooled_image,
             pooled_output=pooled_text * pooled_image,
-            grounding_scores=grounding_scores,
+            grounding_scores=tuple(grounding_scores) if grounding_scores else None,
             all_text_hidden_states=tuple(all_text) if output_hidden_states else None,
             co_attentions=tuple(co_attentions) if output_attentions else None,
         )
@@ -855,7 +858,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`): 1 matched pair, 0 mismatched.
             region_word_targets (`torch.LongTensor` of shape `(batch_size, num_regions)`): for each input
                 region, the text position of the caption word that names it, -100 where none does; the
-                grounding loss's target (needs `config.grounding_co_layer`).
+                grounding loss's target (needs `config.grounding_co_layers`).
 
         Token targets are expected on matched pairs only (the collator blanks them on mismatched ones);
         masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted).
@@ -916,18 +919,22 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             if outputs.grounding_scores is None:
                 raise ValueError(
                     "region_word_targets were given but this model computes no grounding loss "
-                    "(config.grounding_co_layer is None)"
+                    "(config.grounding_co_layers is empty)"
                 )
             text_keep = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
             # Image position 0 is [IMG]; input region r sits at r + 1. Padding tokens cannot be targets.
-            scores = outputs.grounding_scores[:, 1:].masked_fill(
-                ~text_keep.bool()[:, None, :], torch.finfo(outputs.grounding_scores.dtype).min
-            )  # (B, R - 1, T)
+            scores = torch.stack(outputs.grounding_scores)[
+                :, :, 1:
+            ]  # (L, B, R - 1, T), L grounding co-layers
+            scores = scores.masked_fill(~text_keep.bool()[None, :, None, :], torch.finfo(scores.dtype).min)
             grounded = region_word_targets != -100  # (B, R - 1)
             if grounded.any():
-                losses["grounding"] = F.cross_entropy(scores[grounded], region_word_targets[grounded])
+                # Every layer grounds the same regions: the mean over (layer, region) is the layers' mean.
+                losses["grounding"] = F.cross_entropy(
+                    scores[:, grounded].flatten(0, 1), region_word_targets[grounded].repeat(len(scores))
+                )
             else:
-                unused_outputs.append(outputs.grounding_scores)  # the masked scores would give 0 * -inf
+                unused_outputs.extend(outputs.grounding_scores)  # the masked scores would give 0 * -inf
 
         weights = self.config.task_loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None

@@ -81,7 +81,11 @@ def test_save_and_load_round_trip(tmp_path, name):
         ({"image_co_layer_ids": [0, 1, 2]}, "same length"),
         ({"masked_region_target": "pixels"}, "masked_region_target='pixels'"),
         ({"task_loss_weights": {"nsp": 1.0}}, "unknown tasks"),
-        ({"grounding_co_layer": 6}, r"grounding_co_layer=6 names no co-layer; this model has 6"),
+        (
+            {"grounding_co_layers": [0, 6]},
+            r"grounding_co_layers=\[0, 6\] must name distinct co-layers of the 6",
+        ),
+        ({"grounding_co_layers": [1, 1]}, r"grounding_co_layers=\[1, 1\] must name distinct"),
         ({"grounded_position_span": 0}, "grounded_position_span must be >= 1"),
     ],
 )

@@ -156,18 +156,24 @@ def test_grounding_loss_matches_an_independent_float64_computation(tiny_config, 
     torch.manual_seed(0)
     model = ErnieVilForPreTraining(tiny_config).double().eval()
     batch = {k: v.double() if v.is_floating_point() else v for k, v in batch_factory(tiny_config).items()}
+    assert tiny_config.grounding_co_layers == [0, 1]
     captured = {}
-    layer = model.ernievil.co_layers[tiny_config.grounding_co_layer]
-    layer.register_forward_pre_hook(lambda module, args: captured.update(args=args))
+    for index in tiny_config.grounding_co_layers:
+        model.ernievil.co_layers[index].register_forward_pre_hook(
+            lambda module, args, index=index: captured.update({index: args})
+        )
     out = model(**batch)
-    text, image, _, _, locations, _ = captured["args"]
-    image = image + layer.box_embedding(locations.to(image.dtype))
-    logits = scores_mean_over_heads(layer, text, image)[:, 1:]  # (B, R, T) without [IMG]
-    logits = logits.masked_fill(~batch["attention_mask"].bool()[:, None, :], -math.inf)
     targets = batch["region_word_targets"]
     grounded = targets != -100
-    expected = F.cross_entropy(logits[grounded], targets[grounded])
-    torch.testing.assert_close(out.grounding_loss, expected)
+    per_layer = []
+    for index in tiny_config.grounding_co_layers:
+        layer = model.ernievil.co_layers[index]
+        text, image, _, _, locations, _ = captured[index]
+        image = image + layer.box_embedding(locations.to(image.dtype))
+        logits = scores_mean_over_heads(layer, text, image)[:, 1:]  # (B, R, T) without [IMG]
+        logits = logits.masked_fill(~batch["attention_mask"].bool()[:, None, :], -math.inf)
+        per_layer.append(F.cross_entropy(logits[grounded], targets[grounded]))
+    torch.testing.assert_close(out.grounding_loss, sum(per_layer) / len(per_layer))
 
 
 def test_grounding_weight_scales_the_loss_and_targets_need_a_grounding_layer(tiny_config, batch_factory):
@@ -180,7 +186,7 @@ def test_grounding_weight_scales_the_loss_and_targets_need_a_grounding_layer(tin
     torch.testing.assert_close(weighted.loss, full.loss - 0.75 * full.grounding_loss)
 
     torch.manual_seed(0)
-    without = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny", grounding_co_layer=None))
+    without = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny", grounding_co_layers=[]))
     with pytest.raises(ValueError, match="no grounding loss"):
         without(**batch)
     batch.pop("region_word_targets")

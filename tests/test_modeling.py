@@ -333,6 +333,10 @@ def test_base_and_large_have_no_co_layer_box_embeddings_and_no_grounding():
     for preset in ("base", "large"):
         config = ErnieVilConfig.from_preset(preset)
         assert not config.co_layer_box_embeddings
-        assert config.grounding_co_layer is None and not config.grounded_position_bias
+        assert config.grounding_co_layers == [] and not config.grounded_position_bias
     small = ErnieVilConfig.from_preset("small")
-    assert small.co_layer_box_embeddings and small.grounding_co_layer == 0 and small.grounded_position_bias
+    assert (
+        small.co_layer_box_embeddings
+        and small.grounding_co_layers == [0, 1, 2]
+        and small.grounded_position_bias
+    )

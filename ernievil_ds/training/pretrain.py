@@ -213,14 +213,14 @@ def add_grounding_targets(collator: SGPCollator, config: ErnieVilConfig, data_di
     Raises:
         ValueError: when the model has a grounding loss and the data directory records no class names.
     """
-    if config.grounding_co_layer is None:
+    if not config.grounding_co_layers:
         return
     names = load_detector_class_names(data_dir)
     if names is None:
         raise ValueError(
-            f"This model's grounding loss (config.grounding_co_layer) needs the detector's class names, and "
+            f"This model's grounding loss (config.grounding_co_layers) needs the detector's class names, and "
             f"{data_dir} has none: import the features with `prepare_data.py features --detector-classes "
-            f"objects_vocab.txt`, or set grounding_co_layer to null in a --model-config"
+            f"objects_vocab.txt`, or set grounding_co_layers to [] in a --model-config"
         )
     collator.set_region_class_names(names)
 
