@@ -66,6 +66,11 @@ def eager_attention_forward(
     return softmax_attention(module, scores, value, dropout)
 
 
+def biased_mask(mask: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """An additive mask (B, 1, 1, Lk) plus an optional additive bias (B, H, Lq, Lk)."""
+    return mask if bias is None else mask + bias
+
+
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a (B, L) keep-mask (1 = attend) into an additive (B, 1, 1, L) mask in ``dtype``."""
     return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, L)
@@ -131,7 +136,7 @@ class ErnieVilMultiHeadAttention(nn.Module):
         """hidden_states (B, Lq, Cq), context (B, Lk, Ck), additive context_mask (B, 1, 1, Lk) and an optional
         additive attention_bias (B, H, Lq, Lk) -> (B, Lq, inner)."""
         query, key, value = self._project(hidden_states, context)
-        mask = context_mask if attention_bias is None else context_mask + attention_bias
+        mask = biased_mask(context_mask, attention_bias)
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -161,7 +166,7 @@ class ErnieVilMultiHeadAttention(nn.Module):
         """
         query, key, value = self._project(hidden_states, context)
         scores = scaled_dot_products(query, key, self.scaling)  # (B, H, Lq, Lk)
-        masked = scores + context_mask if attention_bias is None else scores + context_mask + attention_bias
+        masked = scores + biased_mask(context_mask, attention_bias)
         attn_output, attn_weights = softmax_attention(
             self, masked, value, self.dropout.p if self.training else 0.0
         )
