@@ -123,6 +123,31 @@ def test_masked_colour_and_relation_are_not_in_the_text(tokenizer):
     assert _naive_bayes_accuracy(relations_train, relations_test) < majority_accuracy + 0.06
 
 
+def _attribute_kind_ceiling(pairs) -> float:
+    """The best cloze accuracy on attributes for a model that knows every attribute of every object: it
+    must still read from the text which attribute (colour, size or material) the [MASK] stands for, so it
+    answers the kind seen most often with the same words around the [MASK] (every other word reduced to
+    its kind)."""
+    kinds = {
+        w: kind
+        for kind, words in (("C", COLOURS), ("S", SIZES), ("M", MATERIALS), ("N", NOUNS))
+        for w in words
+    }
+    seen = collections.defaultdict(collections.Counter)
+    for pair in pairs:
+        for node in pair["scene_graph"]["attributes"]:
+            context = tuple(kinds.get(w, w) for w in _masked_words(pair["caption"], node["span"], 1))
+            seen[context][kinds[node["name"]]] += 1
+    return sum(max(c.values()) for c in seen.values()) / sum(sum(c.values()) for c in seen.values())
+
+
+def test_the_words_around_a_masked_attribute_say_which_attribute_it_is():
+    """Otherwise the truth of the image cannot decide between "a red cube" and "a large cube" for
+    "a [MASK] cube", and the cloze would measure guessing instead of seeing."""
+    _, pairs = generate_split("train", 700, seed=5, captions_per_image=3)
+    assert _attribute_kind_ceiling(pairs) == 1.0
+
+
 def test_splits_share_no_image_and_load(synth_dir):
     train, evaluation = load_pretraining_split(synth_dir, "train"), load_pretraining_split(synth_dir, "eval")
     assert len(train) == 60 * 3 and len(evaluation) == 20 * 3
