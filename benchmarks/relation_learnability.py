@@ -42,13 +42,13 @@ WARMUP_STEPS = 50
 ARMS = ("no-boxes", "boxes", "marked-regions")
 
 
-def relation_nodes(dataset) -> list[tuple[int, int]]:
-    """(example index, node index) of every relation node of a split."""
+def nodes_of_type(dataset, task: str) -> list[tuple[int, int]]:
+    """(example index, node index) of every node of one type ("object", "attribute" or "relation") of a split."""
     return [
         (i, k)
         for i in range(len(dataset))
         for k, node_type in enumerate(dataset[i]["node_types"])
-        if node_type == TASK_IDS["relation"]
+        if node_type == TASK_IDS[task]
     ]
 
 
@@ -112,7 +112,7 @@ def train_on_relations(arm: str, train, evaluation, tokenizer, steps: int, eval_
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / WARMUP_STEPS, (steps - s) / (steps - WARMUP_STEPS))
     )
-    nodes = relation_nodes(train)
+    nodes = nodes_of_type(train, "relation")
     rng = np.random.default_rng(0)
     seconds = 0.0
     for step in range(1, steps + 1):
@@ -152,7 +152,7 @@ def main() -> None:
     tokenizer = load_tokenizer()
     train, evaluation = (load_pretraining_split(data, split) for split in ("train", "eval"))
     print(f"relation-only training of `small`, {cpu_name()}, torch threads {torch.get_num_threads()}")
-    print(f"{len(relation_nodes(evaluation))} masked relations scored; chance is 1/5\n")
+    print(f"{len(nodes_of_type(evaluation, 'relation'))} masked relations scored; chance is 1/5\n")
     print("| arm | step | training seconds | relation top-1 | mismatched image | gap |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for arm in args.arms:
