@@ -928,9 +928,8 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 )
             text_keep = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
             # Image position 0 is [IMG]; input region r sits at r + 1. Padding tokens cannot be targets.
-            scores = torch.stack(outputs.grounding_scores)[
-                :, :, 1:
-            ]  # (L, B, R - 1, T), L grounding co-layers
+            # (L, B, R - 1, T) over the L grounding co-layers
+            scores = torch.stack(outputs.grounding_scores)[:, :, 1:]
             scores = scores.masked_fill(~text_keep.bool()[None, :, None, :], torch.finfo(scores.dtype).min)
             grounded = region_word_targets != -100  # (B, R - 1)
             if grounded.any():

@@ -10,9 +10,7 @@ from torch.nn import functional as F
 
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining, ErnieVilModel
 from ernievil_ds.modeling_ernievil import box_locations, count_parameters_by_component
-from ernievil_ds.training.metrics import LOSS_NAMES
-
-TASK_LOSS_NAMES = [name for name in LOSS_NAMES if name != "loss"]
+from ernievil_ds.training.metrics import LOSS_NAMES, TASK_LOSS_NAMES
 
 MODEL_KEYS = (
     "input_ids",

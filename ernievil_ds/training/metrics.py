@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-#: Loss fields of ErnieVilForPreTrainingOutput, in the order they are reported.
 METRICS_FILE, EVAL_FILE = "metrics.jsonl", "eval.jsonl"
-LOSS_NAMES = (
-    "loss",
+#: Each task's loss field of ErnieVilForPreTrainingOutput; ``loss`` is their weighted sum.
+TASK_LOSS_NAMES = (
     "mlm_loss",
     "sgp_object_loss",
     "sgp_attribute_loss",
@@ -20,6 +19,8 @@ LOSS_NAMES = (
     "itm_loss",
     "grounding_loss",
 )
+#: Loss fields of ErnieVilForPreTrainingOutput, in the order they are reported.
+LOSS_NAMES = ("loss", *TASK_LOSS_NAMES)
 
 
 class LossAverager:

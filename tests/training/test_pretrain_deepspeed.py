@@ -14,18 +14,16 @@ import torch
 from safetensors.torch import load_file
 
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
-from ernievil_ds.training.metrics import LOSS_NAMES
+from ernievil_ds.training.metrics import LOSS_NAMES, TASK_LOSS_NAMES
 from tests.training.conftest import run_pretrain, train_records
 
 pytestmark = pytest.mark.slow
-
-TASK_LOSSES = tuple(name for name in LOSS_NAMES if name != "loss")
 
 
 def assert_trains(records: list[dict]) -> None:
     assert records, "no metrics were logged"
     for record in records:
-        for name in ("loss", *TASK_LOSSES):
+        for name in LOSS_NAMES:
             assert name in record and math.isfinite(record[name]), (name, record)
         assert record["samples_per_sec"] > 0 and record["model_tflops_per_sec"] > 0
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
@@ -50,7 +48,7 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     assert all(r["loss_scale"] == 1.0 and r["skipped_steps"] == 0 for r in records)
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [8, 16]
-    assert all(math.isfinite(r[f"eval_{name}"]) for r in evals for name in TASK_LOSSES)
+    assert all(math.isfinite(r[f"eval_{name}"]) for r in evals for name in TASK_LOSS_NAMES)
 
     # The export equals what DeepSpeed's own zero_to_fp32.py (written beside the shards) recovers.
     hf_dir = out / "hf_model"
@@ -125,7 +123,7 @@ def test_resume_continues_the_same_sample_stream(tmp_path, synth_cache):
     a, b = train_records(straight), train_records(resumed)
     assert [r["step"] for r in b] == list(range(1, 9))
     for x, y in zip(a, b):
-        for name in ("loss", *TASK_LOSSES):
+        for name in LOSS_NAMES:
             assert abs(x[name] - y[name]) <= 1e-6, (x["step"], name, x[name], y[name])
 
     torch.manual_seed(0)  # the run's --seed, set before the model is built
