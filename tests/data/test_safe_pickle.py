@@ -139,6 +139,19 @@ def test_load_npy_reads_dicts_and_numeric_arrays(tmp_path):
     _assert_same(safe_pickle.load_npy(tmp_path / "features.npy"), row["features"])
 
 
+def test_load_npy_reads_numpy_1_files(tmp_path):
+    # numpy 1's np.save: a version 1.0 header, then the array pickled with protocol 3 and numpy.core names.
+    row = _feature_row()
+    array = np.empty((), dtype=object)
+    array[()] = row
+    data = pickle.dumps(array, protocol=3)
+    assert b"numpy._core" in data
+    with open(tmp_path / "row.npy", "wb") as file:
+        np.lib.format.write_array_header_1_0(file, np.lib.format.header_data_from_array_1_0(array))
+        file.write(data.replace(b"numpy._core", b"numpy.core"))
+    _assert_same(safe_pickle.load_npy(tmp_path / "row.npy").item(), row)
+
+
 def test_load_npy_refuses_a_hostile_dict(tmp_path, hostile_call):
     np.save(tmp_path / "102.npy", {"image_id": "102", "features": hostile_call})
     with pytest.raises(
