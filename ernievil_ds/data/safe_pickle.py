@@ -11,9 +11,8 @@ What the public writers put in the pickled feature files:
 - vilbert-multi-task ``script/convert_to_lmdb.py``: each row is ``pickle.dumps`` of a dict with
   ``image_id``, ``image_h``, ``image_w``, ``num_boxes``, ``boxes`` and ``features`` copied from those
   dicts; the ``keys`` entry is ``pickle.dumps`` of the list of row keys (bytes).
-- vilbert_beta ``script/convert_*lmdb*.py`` (the ERNIE-ViL releases use the same layout): each row is
-  ``pickle.dumps`` of a ``csv.DictReader`` row of strings, the arrays base64, which is a
-  ``collections.OrderedDict`` before Python 3.8; ``keys`` as above.
+- vilbert_beta ``script/convert_*lmdb*.py``: each row is ``pickle.dumps`` of a ``csv.DictReader`` row of
+  strings, the arrays base64, which is a ``collections.OrderedDict`` before Python 3.8; ``keys`` as above.
 
 Unpickling those, under any pickle protocol (0-5) and by numpy 1 or 2, takes only the globals in
 ``ALLOWED_GLOBALS``: numpy's array, dtype and scalar reconstruction, ``OrderedDict``, and the two calls
