@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     features = commands.add_parser(
         "features",
-        help="import region features (TSV, LMDB, .npy/.npz; LMDB and .npy are pickles: own files only)",
+        help="import region features (TSV, LMDB, .npy/.npz; pickled rows may hold only numpy arrays and builtins)",
     )
     features.add_argument("--format", required=True, choices=tuple(FEATURE_READERS))
     features.add_argument(

@@ -365,11 +365,12 @@ def import_region_features(
             the images: they name the regions for the grounding loss.
 
     The detector class distribution is kept when the first readable image has one (``cls_prob``).
-    LMDB rows and ``.npy`` dicts are unpickled: import only your own files.
+    LMDB rows and ``.npy`` dicts are unpickled by ``safe_pickle``: a record referring to a global other
+    than numpy's arrays and Python's builtins is refused, counted and reported as malformed.
 
     Raises:
-        FileNotFoundError: for a missing input. ValueError: for an unknown format, or an output holding
-        another import.
+        FileNotFoundError: for a missing input. ValueError: for an unknown format, an output holding
+        another import, or an LMDB whose ``keys`` entry is missing or refused.
     """
     if format not in FEATURE_READERS:
         raise ValueError(f"unknown feature format {format!r}; choose one of {', '.join(FEATURE_READERS)}")

@@ -12,8 +12,10 @@ Formats:
   ``num_boxes``, ``objects``, ``cls_prob``, ``image_width``, ``image_height``, ``image_id``, ``features``)
   and ``.npz`` with the same keys.
 
-LMDB rows and ``.npy`` dicts are Python pickles, which can run code when loaded: they are unpickled only
-because the user names them as their own feature files. ``.npz`` and TSV involve no pickle.
+LMDB rows, their ``keys`` entry and ``.npy`` dicts are Python pickles, which could run code when loaded:
+they are unpickled by ``safe_pickle``, which allows only the numpy and builtin globals those files hold. A
+record that refers to any other is reported as malformed and skipped; a ``keys`` entry that does refuses
+the whole LMDB. ``.npz`` and TSV involve no pickle.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ernievil_ds.data import safe_pickle
 from ernievil_ds.data.schema import FEATURE_DIM, NUM_DETECTOR_CLASSES
 
 _TSV_FIELDS = {
@@ -71,11 +74,41 @@ def read_feature_tsv(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
                 yield record_id, dict(zip(fields, row))
 
 
-def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
-    """Rows of ViLBERT-style LMDBs (either flavour), in the order of each one's pickled ``keys`` entry.
+def _feature_dict(value, source: str) -> Mapping:
+    """The dict of fields in an unpickled row, or an error record saying what the row holds instead."""
+    if isinstance(value, Mapping):
+        return value
+    return {"error": f"{source} holds a {type(value).__name__}, not a dict of fields"}
 
-    The rows are unpickled: open only your own files.
+
+def _lmdb_keys(txn, path: Path) -> list | tuple:
+    """The row keys listed in an LMDB's pickled ``keys`` entry.
+
+    Raises:
+        ValueError: no ``keys`` entry, or one that is refused, unreadable or not a list.
     """
+    keys_value = txn.get(b"keys")
+    if keys_value is None:
+        raise ValueError(f"LMDB {path} has no 'keys' entry listing its images")
+    try:
+        keys = safe_pickle.loads(keys_value, source=f"LMDB {path} 'keys' entry")
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{error}; nothing of {path} is imported") from error
+    if not isinstance(keys, (list, tuple)):
+        raise ValueError(f"LMDB {path}: the 'keys' entry holds a {type(keys).__name__}, not a list of keys")
+    return keys
+
+
+def _lmdb_row(value: bytes, source: str) -> Mapping:
+    """One unpickled LMDB row, or an error record (a refused global, a corrupt pickle) for the report."""
+    try:
+        return _feature_dict(safe_pickle.loads(value, source=source), source)
+    except pickle.UnpicklingError as error:
+        return {"error": str(error)}
+
+
+def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
+    """Rows of ViLBERT-style LMDBs (either flavour), in the order of each one's pickled ``keys`` entry."""
     import lmdb
 
     for path in paths:
@@ -86,27 +119,33 @@ def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
         )
         try:
             with env.begin(write=False) as txn:
-                keys_value = txn.get(b"keys")
-                if keys_value is None:
-                    raise ValueError(f"LMDB {path} has no 'keys' entry listing its images")
-                for key in pickle.loads(keys_value):
+                for key in _lmdb_keys(txn, path):
                     key_bytes = key if isinstance(key, bytes) else str(key).encode()
                     value = txn.get(key_bytes)
                     record_id = key_bytes.decode(errors="replace")
                     if value is None:
                         yield record_id, {"error": "listed in 'keys' but absent"}
                         continue
-                    try:
-                        yield record_id, pickle.loads(value)
-                    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-                        yield record_id, {"error": f"cannot unpickle ({error})"}
+                    yield record_id, _lmdb_row(value, source=f"LMDB {path} record {record_id}")
         finally:
             env.close()
 
 
+def _npy_record(file: Path) -> Mapping:
+    """The dict in a per-image ``.npy`` file (a 0-d object array), or an error record for the report."""
+    try:
+        array = safe_pickle.load_npy(file)
+    except pickle.UnpicklingError as error:  # names the file already
+        return {"error": str(error)}
+    except (OSError, ValueError) as error:
+        return {"error": f"cannot read {file.name} ({error})"}
+    if array.shape != ():
+        return {"error": f"{file} holds a {array.dtype} array of shape {array.shape}, not a dict"}
+    return _feature_dict(array.item(), str(file))
+
+
 def read_feature_files(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
-    """Per-image ``.npy`` dicts (unpickled: your own files only) and ``.npz`` archives; directories are
-    searched for both, in sorted order."""
+    """Per-image ``.npy`` dicts and ``.npz`` archives; directories are searched for both, in sorted order."""
     files = []
     for path in paths:
         if path.is_dir():
@@ -116,13 +155,13 @@ def read_feature_files(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
         else:
             raise FileNotFoundError(f"feature file or directory {path} does not exist")
     for file in files:
+        if file.suffix == ".npy":
+            yield file.stem, _npy_record(file)
+            continue
         try:
-            if file.suffix == ".npz":
-                with np.load(file, allow_pickle=False) as archive:
-                    yield file.stem, {key: archive[key] for key in archive.files}
-            else:
-                yield file.stem, np.load(file, allow_pickle=True).item()
-        except (OSError, ValueError, pickle.UnpicklingError) as error:
+            with np.load(file, allow_pickle=False) as archive:
+                yield file.stem, {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as error:
             yield file.stem, {"error": f"cannot read {file.name} ({error})"}
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import pickle
+import re
 
 import lmdb
 import numpy as np
@@ -67,33 +69,41 @@ def _write_tsv(path, images, variant):
     return path
 
 
-def _write_lmdb(path, images, flavour):
+def _lmdb_row(image, flavour):
+    if flavour == "vilbert_beta":  # csv.DictReader rows of the TSV: OrderedDicts of strings before Python 3.8
+        return collections.OrderedDict(
+            image_id=image["image_id"],
+            image_w=str(image["width"]),
+            image_h=str(image["height"]),
+            num_boxes=str(len(image["boxes"])),
+            boxes=_b64(image["boxes"]),
+            features=_b64(image["features"]),
+        )
+    return {  # vilbert-multi-task: numpy arrays
+        "image_id": image["image_id"],
+        "image_h": image["height"],
+        "image_w": image["width"],
+        "num_boxes": len(image["boxes"]),
+        "boxes": image["boxes"],
+        "features": image["features"],
+        "cls_prob": image["cls_prob"],
+    }
+
+
+def _put_lmdb(path, rows, keys, protocol=pickle.DEFAULT_PROTOCOL):
+    """An LMDB as the ViLBERT converters write one: ``rows`` (key -> row) and ``keys``, each pickled."""
     env = lmdb.open(str(path), map_size=1 << 28)
     with env.begin(write=True) as txn:
-        for image in images:
-            if flavour == "vilbert_beta":  # TSV rows as dicts of strings
-                row = {
-                    "image_id": image["image_id"],
-                    "image_h": str(image["height"]),
-                    "image_w": str(image["width"]),
-                }
-                row |= {
-                    "num_boxes": str(len(image["boxes"])),
-                    "boxes": _b64(image["boxes"]),
-                    "features": _b64(image["features"]),
-                }
-            else:  # vilbert-multi-task: numpy arrays
-                row = {"image_id": image["image_id"], "image_h": image["height"], "image_w": image["width"]}
-                row |= {
-                    "num_boxes": len(image["boxes"]),
-                    "boxes": image["boxes"],
-                    "features": image["features"],
-                }
-                row |= {"cls_prob": image["cls_prob"]}
-            txn.put(image["image_id"].encode(), pickle.dumps(row))
-        txn.put(b"keys", pickle.dumps([image["image_id"].encode() for image in images]))
+        for key, row in rows.items():
+            txn.put(key.encode(), pickle.dumps(row, protocol=protocol))
+        txn.put(b"keys", pickle.dumps(keys, protocol=protocol))
     env.close()
     return path
+
+
+def _write_lmdb(path, images, flavour, protocol=pickle.DEFAULT_PROTOCOL):
+    rows = {image["image_id"]: _lmdb_row(image, flavour) for image in images}
+    return _put_lmdb(path, rows, [key.encode() for key in rows], protocol)
 
 
 def _extractor_dict(image):
@@ -133,9 +143,10 @@ def test_tsv_variants(tmp_path, images, variant, with_cls):
     _check_table(tmp_path / "out", images, with_cls)
 
 
+@pytest.mark.parametrize("protocol", sorted({2, pickle.DEFAULT_PROTOCOL, pickle.HIGHEST_PROTOCOL}))
 @pytest.mark.parametrize("flavour, with_cls", [("vilbert_beta", False), ("vilbert_multi_task", True)])
-def test_lmdb_flavours(tmp_path, images, flavour, with_cls):
-    path = _write_lmdb(tmp_path / "features.lmdb", images, flavour)
+def test_lmdb_flavours(tmp_path, images, flavour, with_cls, protocol):
+    path = _write_lmdb(tmp_path / "features.lmdb", images, flavour, protocol)
     import_region_features("lmdb", [path], tmp_path / "out")
     _check_table(tmp_path / "out", images, with_cls)
 
@@ -148,6 +159,46 @@ def test_npy_and_npz_files(tmp_path, images):
     np.save(folder / "103.npy", _extractor_dict(images[2]))
     import_region_features("npy", [folder], tmp_path / "out")
     _check_table(tmp_path / "out", images, with_cls=True)
+
+
+def _check_refused(report, hostile_call, source):
+    """One record refused and reported like a malformed one, naming the file and the global."""
+    assert (report.rows, report.malformed) == (2, 1)
+    assert report.first_malformed == [
+        f"102: {source}: refused to unpickle {hostile_call.global_name} (feature files may hold only numpy "
+        "arrays, numpy scalars and Python builtins)"
+    ]
+
+
+def test_hostile_lmdb_row_is_refused_and_reported(tmp_path, images, hostile_call):
+    rows = {image["image_id"]: _lmdb_row(image, "vilbert_multi_task") for image in images}
+    rows["102"]["features"] = hostile_call
+    path = _put_lmdb(tmp_path / "features.lmdb", rows, [b"101", b"102", b"103"])
+    report = import_region_features("lmdb", [path], tmp_path / "out")
+    assert not (tmp_path / "marker").exists()
+    _check_refused(report, hostile_call, f"LMDB {path} record 102")
+    _check_table(tmp_path / "out", [images[0], images[2]], with_cls=True)
+
+
+def test_hostile_lmdb_keys_entry_refuses_the_file(tmp_path, images, hostile_call):
+    rows = {image["image_id"]: _lmdb_row(image, "vilbert_multi_task") for image in images}
+    path = _put_lmdb(tmp_path / "features.lmdb", rows, [b"101", hostile_call])
+    message = f"LMDB {path} 'keys' entry: refused to unpickle {hostile_call.global_name} "
+    with pytest.raises(ValueError, match=re.escape(message)):
+        import_region_features("lmdb", [path], tmp_path / "out")
+    assert not (tmp_path / "marker").exists()
+
+
+def test_hostile_npy_dict_is_refused_and_reported(tmp_path, images, hostile_call):
+    folder = tmp_path / "features"
+    folder.mkdir()
+    for image in images:
+        np.save(folder / f"{image['image_id']}.npy", _extractor_dict(image))
+    np.save(folder / "102.npy", _extractor_dict(images[1]) | {"features": hostile_call})
+    report = import_region_features("npy", [folder], tmp_path / "out")
+    assert not (tmp_path / "marker").exists()
+    _check_refused(report, hostile_call, folder / "102.npy")
+    _check_table(tmp_path / "out", [images[0], images[2]], with_cls=True)
 
 
 def test_malformed_rows_are_skipped_and_reported(tmp_path, images):
