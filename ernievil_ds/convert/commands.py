@@ -26,9 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     convert.add_argument("--params", type=Path, required=True, help="the release's params/ directory")
-    convert.add_argument(
-        "--config", type=Path, required=True, help="the release's config JSON (e.g. ernie_vil.base.json)"
-    )
+    convert.add_argument("--config", type=Path, required=True, help="the release's model config JSON")
     convert.add_argument("--vocab", type=Path, required=True, help="the release's vocab.txt")
     convert.add_argument("--output", type=Path, required=True, help="the folder to write (created if needed)")
     convert.add_argument(
