@@ -15,6 +15,7 @@ from ernievil_ds.distributed import setup_logging
 
 _COMMAND_MODULES = (
     "ernievil_ds.commands",
+    "ernievil_ds.convert.commands",
     "ernievil_ds.scene_graph.commands",
     "ernievil_ds.training.commands",
 )

@@ -1,0 +1,1 @@
+"""Converters from other releases of ERNIE-ViL to this project's Hugging Face format."""
