@@ -1,12 +1,14 @@
 """ernievil-ds: ERNIE-ViL pretraining with Scene Graph Prediction, on transformers, datasets and DeepSpeed.
 
-Importing the package registers ``ErnieVilConfig`` and the models with the ``transformers`` Auto classes,
-so ``AutoModel.from_pretrained(dir)`` loads a saved ERNIE-ViL with no network.
+Importing the package registers the configs and models with the ``transformers`` Auto classes, so
+``AutoModel.from_pretrained(dir)`` loads a saved ERNIE-ViL (``model_type`` ``ernievil``) or its grounded
+variant (``ernievil_grounded``, ``ernievil_ds.grounding``) with no network.
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
-from ernievil_ds.configuration_ernievil import PRESETS, ErnieVilConfig
+from ernievil_ds.configuration_ernievil import PRESETS, ErnieVilConfig, ErnieVilGroundedConfig
+from ernievil_ds.grounding import ErnieVilGroundedForPreTraining, ErnieVilGroundedModel
 from ernievil_ds.modeling_ernievil import (
     ErnieVilForPreTraining,
     ErnieVilForPreTrainingOutput,
@@ -15,9 +17,13 @@ from ernievil_ds.modeling_ernievil import (
     ErnieVilPreTrainedModel,
 )
 
-AutoConfig.register(ErnieVilConfig.model_type, ErnieVilConfig)
-AutoModel.register(ErnieVilConfig, ErnieVilModel)
-AutoModelForPreTraining.register(ErnieVilConfig, ErnieVilForPreTraining)
+for _config, _model, _pretraining in (
+    (ErnieVilConfig, ErnieVilModel, ErnieVilForPreTraining),
+    (ErnieVilGroundedConfig, ErnieVilGroundedModel, ErnieVilGroundedForPreTraining),
+):
+    AutoConfig.register(_config.model_type, _config)
+    AutoModel.register(_config, _model)
+    AutoModelForPreTraining.register(_config, _pretraining)
 
 __version__ = "0.1.0"
 
@@ -26,6 +32,9 @@ __all__ = [
     "ErnieVilConfig",
     "ErnieVilForPreTraining",
     "ErnieVilForPreTrainingOutput",
+    "ErnieVilGroundedConfig",
+    "ErnieVilGroundedForPreTraining",
+    "ErnieVilGroundedModel",
     "ErnieVilModel",
     "ErnieVilModelOutput",
     "ErnieVilPreTrainedModel",

@@ -1,4 +1,5 @@
-"""ERNIE-ViL model configuration (the numbers of the official ``ernie_vil_base``/``large`` configs)."""
+"""ERNIE-ViL model configuration (the numbers of the official ``ernie_vil_base``/``large`` configs), the
+configuration of the demo's grounded variant, and the named presets of both."""
 
 from __future__ import annotations
 
@@ -7,83 +8,14 @@ import itertools
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-#: Per-task loss weights used when the config names none: every pretraining task counts once.
-DEFAULT_TASK_LOSS_WEIGHTS = {
-    "mlm": 1.0,
-    "sgp_object": 1.0,
-    "sgp_attribute": 1.0,
-    "sgp_relation": 1.0,
-    "mrc": 1.0,
-    "itm": 1.0,
-    "grounding": 1.0,
-}
+from ernievil_ds.tasks import GROUNDING_TASK, PRETRAINING_TASKS
 
 MASKED_REGION_TARGETS = ("class_distribution", "features")
-
-#: Presets. ``base``/``large`` are the official configs; ``small`` has exactly the all-MiniLM-L6-v2 text
-#: stream (so it can start from those weights) and a light image stream for CPU runs; ``tiny`` is for
-#: tests and deliberately uses a different width in every stream so that a mixed-up size fails loudly.
-PRESETS: dict[str, dict] = {
-    "base": {},
-    "large": {
-        "hidden_size": 1024,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "intermediate_size": 4096,
-        "v_num_attention_heads": 16,
-        "v_intermediate_size": 4096,
-        "co_num_attention_heads": 16,
-        "text_co_layer_ids": [18, 19, 20, 21, 22, 23],
-    },
-    # The CPU demo's model: MiniLM's width and its first three layers (text stream initialised from
-    # all-MiniLM-L6-v2), a co-layer after each text layer, box embeddings before every co-layer (without them
-    # relations stay at chance: benchmarks/RESULTS.md), the grounding loss on every co-layer and the
-    # grounded position bias (without them the model cannot find a relation's two regions in the demo's
-    # budget: RESULTS.md, "Where relations stall"), a narrow image stream, and no dropout (demo runs are far
-    # too short to overfit). Cheap enough for 700 steps of 64 pairs in the 15 minutes of the demo.
-    "small": {
-        "hidden_size": 384,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 12,
-        "intermediate_size": 1536,
-        "v_hidden_size": 256,
-        "v_num_hidden_layers": 2,
-        "v_num_attention_heads": 4,
-        "v_intermediate_size": 512,
-        "co_hidden_size": 256,
-        "co_num_attention_heads": 4,
-        "text_co_layer_ids": [1, 2, 3],
-        "image_co_layer_ids": [0, 1, 2],
-        "co_layer_box_embeddings": True,
-        "grounding_co_layers": [0, 1, 2],
-        "grounded_position_bias": True,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-    },
-    "tiny": {
-        "hidden_size": 32,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "intermediate_size": 37,
-        "max_position_embeddings": 64,
-        "v_hidden_size": 24,
-        "v_num_hidden_layers": 2,
-        "v_num_attention_heads": 2,
-        "v_intermediate_size": 40,
-        "co_hidden_size": 16,
-        "co_num_attention_heads": 2,
-        "text_co_layer_ids": [1, 2],
-        "image_co_layer_ids": [0, 1],
-        "co_layer_box_embeddings": True,
-        "grounding_co_layers": [0, 1],
-        "grounded_position_bias": True,
-    },
-}
 
 
 @strict
 class ErnieVilConfig(PreTrainedConfig):
-    r"""Configuration of the two-stream ERNIE-ViL encoder and its pretraining heads.
+    r"""Configuration of the two-stream ERNIE-ViL encoder and its pretraining heads, as published.
 
     Defaults are ERNIE-ViL base. ``ErnieVilConfig.from_preset("large")`` gives the large model.
 
@@ -94,18 +26,14 @@ class ErnieVilConfig(PreTrainedConfig):
     ``v_intermediate_size``.
     Co-attention: ``co_hidden_size`` and ``co_num_attention_heads``; co-layer ``i`` runs after text layers
     ``0 .. text_co_layer_ids[i] - 1`` and image layers ``0 .. image_co_layer_ids[i] - 1``; the layers
-    left after the last co-layer run at the end. ``co_layer_box_embeddings`` (not in ERNIE-ViL, off in
-    ``base`` and ``large``) adds a learned embedding of each region's 5-d location to the image states
-    before every co-layer, as DETR adds its positional encodings at every layer rather than once.
-    Grounding (not in ERNIE-ViL either; off in ``base`` and ``large``): ``grounding_co_layers`` names the
-    co-layers whose image->text attention the grounding loss teaches to land on the caption's word for each
-    region (empty: no grounding loss); ``grounded_position_bias`` gives every co-layer's text->image heads
-    a learned bias by the offset between a region's grounded text position and the query token's, over
-    offsets ``-grounded_position_span .. grounded_position_span``, its table multiplied by
-    ``grounded_position_gain`` (see ``ErnieVilGroundedPositionBias``).
+    left after the last co-layer run at the end.
+    ``layer_norm_eps`` defaults to 1e-5, Paddle's LayerNorm epsilon, which the official model uses.
+    Initialisation (``initializer_range``): every weight from a normal distribution truncated at two
+    standard deviations, std 0.02, every bias zero, as the official code's ``TruncatedNormal``.
     Heads: ``num_region_classes`` (1601 Visual Genome detector classes), ``num_region_attributes`` (401,
     used by fine-tuning), ``masked_region_target`` (``"class_distribution"``: KL to the detector's
-    distribution; ``"features"``: regression of the original feature), ``task_loss_weights``.
+    distribution; ``"features"``: regression of the original feature), ``task_loss_weights`` (a weight per
+    task of ``ernievil_ds.tasks.PRETRAINING_TASKS``; a task left out weighs 1).
     """
 
     model_type = "ernievil"
@@ -131,15 +59,10 @@ class ErnieVilConfig(PreTrainedConfig):
     co_num_attention_heads: int = 8
     text_co_layer_ids: list[int] | tuple[int, ...] = (6, 7, 8, 9, 10, 11)
     image_co_layer_ids: list[int] | tuple[int, ...] = (0, 1, 2, 3, 4, 5)
-    co_layer_box_embeddings: bool = False
-    grounding_co_layers: list[int] | tuple[int, ...] = ()
-    grounded_position_bias: bool = False
-    grounded_position_span: int = 12
-    grounded_position_gain: float | int = 20.0
 
     hidden_dropout_prob: float | int = 0.1
     attention_probs_dropout_prob: float | int = 0.1
-    layer_norm_eps: float = 1e-12
+    layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
 
     num_region_classes: int = 1601
@@ -148,19 +71,23 @@ class ErnieVilConfig(PreTrainedConfig):
     task_loss_weights: dict[str, float] | None = None
     tie_word_embeddings: bool = True
 
+    #: The tasks that ``task_loss_weights`` may name.
+    loss_tasks = PRETRAINING_TASKS
+
     def __post_init__(self, **kwargs):
         self.text_co_layer_ids = [int(i) for i in self.text_co_layer_ids]
         self.image_co_layer_ids = [int(i) for i in self.image_co_layer_ids]
-        self.grounding_co_layers = [int(i) for i in self.grounding_co_layers]
-        self.task_loss_weights = {**DEFAULT_TASK_LOSS_WEIGHTS, **(self.task_loss_weights or {})}
+        self.task_loss_weights = {**dict.fromkeys(self.loss_tasks, 1.0), **(self.task_loss_weights or {})}
         super().__post_init__(**kwargs)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> ErnieVilConfig:
-        """Build the config of a named preset (``tiny``, ``small``, ``base``, ``large``), then apply overrides."""
+        """The config of a named preset (see ``PRESETS``) with ``overrides`` applied; the preset decides
+        the class (the grounded presets give an ``ErnieVilGroundedConfig``)."""
         if name not in PRESETS:
             raise ValueError(f"Unknown ERNIE-ViL preset {name!r}; expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        config_class, values = PRESETS[name]
+        return config_class(**{**values, **overrides})
 
     @property
     def num_co_layers(self) -> int:
@@ -193,24 +120,145 @@ class ErnieVilConfig(PreTrainedConfig):
                 )
             if any(b <= a for a, b in itertools.pairwise(ids)):
                 raise ValueError(f"{stream}_co_layer_ids {ids} must be strictly increasing")
-        if any(not 0 <= i < self.num_co_layers for i in self.grounding_co_layers) or len(
-            set(self.grounding_co_layers)
-        ) != len(self.grounding_co_layers):
-            raise ValueError(
-                f"grounding_co_layers={self.grounding_co_layers} must name distinct co-layers of the "
-                f"{self.num_co_layers} this model has (indices 0 .. {self.num_co_layers - 1}); [] for no grounding loss"
-            )
-        if self.grounded_position_span < 1:
-            raise ValueError(f"grounded_position_span must be >= 1, got {self.grounded_position_span}")
+
+    def validate_heads(self):
+        """Part of ``@strict`` validation: a known region target, and loss weights for known tasks only."""
         if self.masked_region_target not in MASKED_REGION_TARGETS:
             raise ValueError(
                 f"masked_region_target={self.masked_region_target!r}; expected one of {MASKED_REGION_TARGETS}"
             )
-        unknown = set(self.task_loss_weights) - set(DEFAULT_TASK_LOSS_WEIGHTS)
+        unknown = set(self.task_loss_weights) - set(self.loss_tasks)
         if unknown:
             raise ValueError(
-                f"task_loss_weights names unknown tasks {sorted(unknown)}; known: {sorted(DEFAULT_TASK_LOSS_WEIGHTS)}"
+                f"task_loss_weights names unknown tasks {sorted(unknown)}; known: {list(self.loss_tasks)}"
             )
 
 
-__all__ = ["PRESETS", "ErnieVilConfig"]
+@strict
+class ErnieVilGroundedConfig(ErnieVilConfig):
+    r"""ERNIE-ViL with the CPU demo's three extras for relations (``ernievil_ds.grounding``); not in the paper.
+
+    On a 15-minute CPU budget the paper's model does not learn which two regions a masked relation is
+    about; these extras make it (``docs/design-notes.md`` has the evidence):
+
+    - ``co_layer_box_embeddings``: every co-layer adds its own learned embedding of the regions' 5-d
+      locations to the image states, as DETR re-adds its positional encodings at every layer;
+    - ``grounding_co_layers``: the co-layers whose image->text attention a grounding loss (weight
+      ``task_loss_weights["grounding"]``) teaches to land on the caption word that names each region;
+      the loss reads the attention weights, so attention dropout must be 0 when it is on;
+    - ``grounded_position_bias``: every co-layer's text->image heads get a learned bias by the offset
+      between a region's grounded text position and the query token, over offsets
+      ``-grounded_position_span .. grounded_position_span``, the table multiplied by
+      ``grounded_position_gain``.
+
+    Initialisation departs from the paper's too, and only in these presets: the co-attention query/key
+    projections and the location projections start at std 1/sqrt(fan-in) and the co-layer box embeddings
+    at three times that, so that geometry and a word's choice of region count from the first step.
+    """
+
+    model_type = "ernievil_grounded"
+
+    co_layer_box_embeddings: bool = True
+    grounding_co_layers: list[int] | tuple[int, ...] = ()
+    grounded_position_bias: bool = True
+    grounded_position_span: int = 12
+    grounded_position_gain: float | int = 20.0
+
+    loss_tasks = (*PRETRAINING_TASKS, GROUNDING_TASK)
+
+    def __post_init__(self, **kwargs):
+        self.grounding_co_layers = [int(i) for i in self.grounding_co_layers]
+        super().__post_init__(**kwargs)
+
+    def validate_grounding(self):
+        """Part of ``@strict`` validation: grounding layers that exist, a positive span, no attention dropout
+        under the grounding loss."""
+        layers = self.grounding_co_layers
+        if any(not 0 <= i < self.num_co_layers for i in layers) or len(set(layers)) != len(layers):
+            raise ValueError(
+                f"grounding_co_layers={layers} must name distinct co-layers of the {self.num_co_layers} this "
+                f"model has (indices 0 .. {self.num_co_layers - 1}); [] for no grounding loss"
+            )
+        if self.grounded_position_span < 1:
+            raise ValueError(f"grounded_position_span must be >= 1, got {self.grounded_position_span}")
+        if layers and self.attention_probs_dropout_prob:
+            raise ValueError(
+                f"The grounding loss reads the co-attention weights, which attention dropout zeroes: set "
+                f"attention_probs_dropout_prob to 0 (got {self.attention_probs_dropout_prob}) or "
+                f"grounding_co_layers to []"
+            )
+
+
+_TINY = {
+    # Test size; a different width in every stream, so that a mixed-up size fails loudly.
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+    "v_hidden_size": 24,
+    "v_num_hidden_layers": 2,
+    "v_num_attention_heads": 2,
+    "v_intermediate_size": 40,
+    "co_hidden_size": 16,
+    "co_num_attention_heads": 2,
+    "text_co_layer_ids": [1, 2],
+    "image_co_layer_ids": [0, 1],
+}
+
+#: Named presets: name -> (config class, field values). ``base`` and ``large`` are the official
+#: configs and ``tiny`` their architecture at test size. ``small`` is the CPU demo's model: exactly the
+#: all-MiniLM-L6-v2 text stream (its first three layers, BERT's LayerNorm epsilon, so that it starts
+#: from those weights), a co-layer after each text layer, a narrow image stream, the grounding extras
+#: on every co-layer, and no dropout (700 steps are far too few to overfit). ``tiny-grounded`` is
+#: ``tiny`` with the same extras.
+PRESETS: dict[str, tuple[type[ErnieVilConfig], dict]] = {
+    "base": (ErnieVilConfig, {}),
+    "large": (
+        ErnieVilConfig,
+        {
+            "hidden_size": 1024,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+            "v_num_attention_heads": 16,
+            "v_intermediate_size": 4096,
+            "co_num_attention_heads": 16,
+            "text_co_layer_ids": [18, 19, 20, 21, 22, 23],
+        },
+    ),
+    "small": (
+        ErnieVilGroundedConfig,
+        {
+            "hidden_size": 384,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 12,
+            "intermediate_size": 1536,
+            "v_hidden_size": 256,
+            "v_num_hidden_layers": 2,
+            "v_num_attention_heads": 4,
+            "v_intermediate_size": 512,
+            "co_hidden_size": 256,
+            "co_num_attention_heads": 4,
+            "text_co_layer_ids": [1, 2, 3],
+            "image_co_layer_ids": [0, 1, 2],
+            "grounding_co_layers": [0, 1, 2],
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+            "layer_norm_eps": 1e-12,
+        },
+    ),
+    "tiny": (ErnieVilConfig, _TINY),
+    "tiny-grounded": (
+        ErnieVilGroundedConfig,
+        {
+            **_TINY,
+            "grounding_co_layers": [0, 1],
+            "attention_probs_dropout_prob": 0.0,
+            "layer_norm_eps": 1e-12,
+        },
+    ),
+}
+
+
+__all__ = ["PRESETS", "ErnieVilConfig", "ErnieVilGroundedConfig"]

@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+import torch.distributed as dist
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -53,6 +55,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         format=f"%(asctime)s {where}%(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def barrier() -> None:
+    """Wait for every process of the job; nothing to wait for outside a distributed run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def print0(*args, **kwargs) -> None:

@@ -1,7 +1,12 @@
-"""PyTorch ERNIE-ViL: a two-stream (text / image-region) transformer joined by co-attention layers.
+"""PyTorch ERNIE-ViL (arXiv 2006.16934): a two-stream (text / image-region) transformer joined by
+co-attention layers, and its pretraining heads.
+
+This module is the paper's model and nothing else; the CPU demo's extras for relations live in
+``ernievil_ds.grounding``.
 
 Shape legend used in comments: B batch, T text tokens, R image regions including the leading [IMG]
-region, H attention heads, D head dim, C hidden width of the stream at hand, N selected positions.
+region, H attention heads, D head dim, C hidden width of the stream at hand (Ct text, Cv image, Co
+co-attention), N selected positions, V vocabulary.
 """
 
 from __future__ import annotations
@@ -20,25 +25,13 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, TOKEN_TASKS, loss_name
 
 #: Tolerance, as a fraction of the image side, for boxes that a detector placed a hair outside the image.
 BOX_TOLERANCE = 0.01
 
-
-def scaled_dot_products(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:
-    """query (B, H, Lq, D), key (B, H, Lk, D) -> attention logits before any mask (B, H, Lq, Lk)."""
-    return torch.matmul(query, key.transpose(2, 3)) * scaling
-
-
-def softmax_attention(
-    module: nn.Module, scores: torch.Tensor, value: torch.Tensor, dropout: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked logits (B, H, Lq, Lk) and value (B, H, Lk, D) -> attn_output (B, Lq, H, D) and attn_weights
-    (B, H, Lq, Lk); the softmax runs in float32."""
-    attn_weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
-    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Lq, H, D)
-    return attn_output, attn_weights
+#: The [IMG] region's location: the whole image.
+WHOLE_IMAGE_LOCATION = (0.0, 0.0, 1.0, 1.0, 1.0)
 
 
 def eager_attention_forward(
@@ -51,126 +44,91 @@ def eager_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention, the reference the other implementations are held to.
+    """Plain softmax attention: the reference the other ``ALL_ATTENTION_FUNCTIONS`` are held to, and the
+    one that returns its weights.
 
     Args:
         query: (B, H, Lq, D); key, value: (B, H, Lk, D).
         attention_mask: additive, broadcastable to (B, H, Lq, Lk).
+        kwargs: what other attention functions take and this one does not need.
 
     Returns:
-        attn_output (B, Lq, H, D) and attn_weights (B, H, Lq, Lk).
+        attn_output (B, Lq, H, D) and attn_weights (B, H, Lq, Lk), after dropout; the softmax runs in float32.
     """
-    scores = scaled_dot_products(query, key, scaling)  # (B, H, Lq, Lk)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, Lq, Lk)
     if attention_mask is not None:
         scores = scores + attention_mask
-    return softmax_attention(module, scores, value, dropout)
+    attn_weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()  # (B, Lq, H, D)
+    return attn_output, attn_weights
 
 
-def biased_mask(mask: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """An additive mask (B, 1, 1, Lk) plus an optional additive bias (B, H, Lq, Lk)."""
-    return mask if bias is None else mask + bias
-
-
-def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def additive_attention_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a (B, L) keep-mask (1 = attend) into an additive (B, 1, 1, L) mask in ``dtype``."""
-    return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, L)
+    return (1.0 - keep[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, L)
 
 
-class ErnieVilCoAttentionProjection(nn.Linear):
-    """A co-attention query or key projection: a class of its own so that ``_init_weights`` starts it wider."""
-
-
-class ErnieVilBoxEmbedding(nn.Linear):
-    """A co-layer's box embedding, 5-d location -> image width: a class of its own so that ``_init_weights``
-    starts it wider than the image embeddings' location projection."""
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in float32 (or float64 when the model runs in it), never in half precision."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 class ErnieVilMultiHeadAttention(nn.Module):
     """Multi-head attention whose queries and keys/values may come from streams of different widths.
 
     Self-attention uses one width throughout; a co-attention direction projects queries of one stream and
-    keys/values of the other to the co-attention width. The kernel is looked up in
-    ``ALL_ATTENTION_FUNCTIONS`` by ``config._attn_implementation`` (``eager``, ``sdpa``, ...).
+    keys/values of the other to the co-attention width. The attention function is looked up in
+    ``ALL_ATTENTION_FUNCTIONS`` by ``config._attn_implementation`` (``eager``, ``sdpa``, ...); the eager
+    one runs when the weights are asked for.
     """
 
     is_causal = False
 
     def __init__(
-        self,
-        config: ErnieVilConfig,
-        query_size: int,
-        key_value_size: int,
-        inner_size: int,
-        num_heads: int,
-        co_attention: bool = False,
+        self, config: ErnieVilConfig, query_size: int, key_value_size: int, inner_size: int, num_heads: int
     ):
         super().__init__()
         self.config = config
         self.num_heads = num_heads
         self.head_dim = inner_size // num_heads
         self.scaling = self.head_dim**-0.5
-        query_key = ErnieVilCoAttentionProjection if co_attention else nn.Linear
-        self.query = query_key(query_size, inner_size)
-        self.key = query_key(key_value_size, inner_size)
+        self.query = nn.Linear(query_size, inner_size)
+        self.key = nn.Linear(key_value_size, inner_size)
         self.value = nn.Linear(key_value_size, inner_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def _project(
-        self, hidden_states: torch.Tensor, context: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """hidden_states (B, Lq, Cq), context (B, Lk, Ck) -> query (B, H, Lq, D), key and value (B, H, Lk, D)."""
-        batch, q_len, _ = hidden_states.shape
-        k_len = context.shape[1]
-        query = self.query(hidden_states).view(batch, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        key = self.key(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
-        value = self.value(context).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
-        return query, key, value
+    def _heads(self, projected: torch.Tensor) -> torch.Tensor:
+        """(B, L, H*D) -> (B, H, L, D)."""
+        batch, length, _ = projected.shape
+        return projected.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, D)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         context: torch.Tensor,
-        context_mask: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """hidden_states (B, Lq, Cq), context (B, Lk, Ck), additive context_mask (B, 1, 1, Lk) and an optional
-        additive attention_bias (B, H, Lq, Lk) -> (B, Lq, inner)."""
-        query, key, value = self._project(hidden_states, context)
-        mask = biased_mask(context_mask, attention_bias)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, _ = attention_interface(
+        attention_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states (B, Lq, Cq) attend context (B, Lk, Ck) under an additive attention_mask broadcastable
+        to (B, H, Lq, Lk) -> (B, Lq, H*D), and with ``output_attentions`` the weights (B, H, Lq, Lk)."""
+        query = self._heads(self.query(hidden_states))  # (B, H, Lq, D)
+        key, value = self._heads(self.key(context)), self._heads(self.value(context))  # (B, H, Lk, D)
+        attention_interface: Callable = eager_attention_forward
+        if not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+        attn_output, attn_weights = attention_interface(
             self,
             query,
             key,
             value,
-            mask,
+            attention_mask,
             dropout=self.dropout.p if self.training else 0.0,
             scaling=self.scaling,
         )
-        return attn_output.flatten(2)  # (B, Lq, H*D)
-
-    def forward_with_scores(
-        self,
-        hidden_states: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``forward`` computed explicitly, for callers that need the attention's logits and weights.
-
-        Returns:
-            attn_output (B, Lq, inner), scores (B, H, Lq, Lk): the logits before the mask and the bias, and
-            attn_weights (B, H, Lq, Lk).
-        """
-        query, key, value = self._project(hidden_states, context)
-        scores = scaled_dot_products(query, key, self.scaling)  # (B, H, Lq, Lk)
-        masked = scores + biased_mask(context_mask, attention_bias)
-        attn_output, attn_weights = softmax_attention(
-            self, masked, value, self.dropout.p if self.training else 0.0
-        )
-        return attn_output.flatten(2), scores, attn_weights
+        return attn_output.flatten(2), attn_weights if output_attentions else None  # (B, Lq, H*D)
 
 
 class ErnieVilResidualOutput(nn.Module):
@@ -190,41 +148,22 @@ class ErnieVilAttention(nn.Module):
     """Attention (self or one co-attention direction) + output projection + residual + LayerNorm."""
 
     def __init__(
-        self,
-        config: ErnieVilConfig,
-        query_size: int,
-        key_value_size: int,
-        inner_size: int,
-        num_heads: int,
-        co_attention: bool = False,
+        self, config: ErnieVilConfig, query_size: int, key_value_size: int, inner_size: int, num_heads: int
     ):
         super().__init__()
-        self.self = ErnieVilMultiHeadAttention(
-            config, query_size, key_value_size, inner_size, num_heads, co_attention
-        )
+        self.self = ErnieVilMultiHeadAttention(config, query_size, key_value_size, inner_size, num_heads)
         self.output = ErnieVilResidualOutput(config, inner_size, query_size)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         context: torch.Tensor,
-        context_mask: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.output(self.self(hidden_states, context, context_mask, attention_bias), hidden_states)
-
-    def forward_with_scores(
-        self,
-        hidden_states: torch.Tensor,
-        context: torch.Tensor,
-        context_mask: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As ``forward``, plus the attention's logits before mask and bias and its weights (each (B, H, Lq, Lk))."""
-        attended, scores, weights = self.self.forward_with_scores(
-            hidden_states, context, context_mask, attention_bias
-        )
-        return self.output(attended, hidden_states), scores, weights
+        attention_mask: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, Lq, Cq) attending (B, Lk, Ck) -> (B, Lq, Cq), and the weights (B, H, Lq, Lk) if asked for."""
+        attended, weights = self.self(hidden_states, context, attention_mask, output_attentions)
+        return self.output(attended, hidden_states), weights
 
 
 class ErnieVilIntermediate(nn.Module):
@@ -265,44 +204,8 @@ class ErnieVilLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """hidden_states (B, L, C), additive attention_mask (B, 1, 1, L) -> (B, L, C)."""
-        attention_output = self.attention(hidden_states, hidden_states, attention_mask)
+        attention_output, _ = self.attention(hidden_states, hidden_states, attention_mask)
         return self.output(self.intermediate(attention_output), attention_output)
-
-
-class ErnieVilGroundedPositionBias(nn.Module):
-    """A text->image attention bias from where each region is grounded in the caption.
-
-    A region's grounded position is the expected text position of its image->text attention in the same
-    co-layer, one per image->text head. Every text->image head gets, for each (token, region), a learned
-    bias by the offset from the token to that position, clamped to ``-span .. span`` and read from a table
-    (image->text head, offset, text->image head) by linear interpolation, summed over image->text heads.
-    So "the noun just before me" and "the noun two words after me", a relation's subject and object, become
-    attention targets that plain dot products do not learn to find in the CPU demo's budget
-    (benchmarks/RESULTS.md, "Where relations stall").
-
-    The table starts at zero (no bias) and is multiplied by ``gain``: Adam moves a parameter by about the
-    learning rate per step whatever its gradient, and at gain 1 the biases stayed under 0.03 in 700 steps.
-    """
-
-    def __init__(self, config: ErnieVilConfig):
-        super().__init__()
-        heads = config.co_num_attention_heads
-        self.span = config.grounded_position_span
-        self.gain = float(config.grounded_position_gain)
-        self.table = nn.Parameter(torch.zeros(heads, 2 * self.span + 1, heads))  # (Hi, 2*span+1, Ht)
-
-    def forward(self, image_to_text_weights: torch.Tensor) -> torch.Tensor:
-        """image_to_text_weights (B, Hi, R, T), rows summing to 1 -> additive text->image bias (B, Ht, T, R)."""
-        weights = image_to_text_weights.float()
-        positions = torch.arange(weights.shape[-1], device=weights.device, dtype=torch.float32)  # (T,)
-        grounded = weights @ positions  # (B, Hi, R)
-        offset = (grounded[:, :, None, :] - positions[:, None]).clamp(-self.span, self.span) + self.span
-        low = offset.floor().clamp(max=2 * self.span - 1)  # (B, Hi, T, R): the table row below the offset
-        table = self.table.float() * self.gain  # (Hi, 2*span+1, Ht)
-        head = torch.arange(table.shape[0], device=weights.device)[:, None, None]  # (Hi, 1, 1)
-        index = low.long()
-        bias = torch.lerp(table[head, index], table[head, index + 1], (offset - low)[..., None])
-        return bias.sum(1).permute(0, 3, 1, 2).to(image_to_text_weights.dtype)  # (B, Ht, T, R)
 
 
 class CoAttentionLayerOutput(NamedTuple):
@@ -310,36 +213,24 @@ class CoAttentionLayerOutput(NamedTuple):
 
     text_states: torch.Tensor  # (B, T, Ct)
     image_states: torch.Tensor  # (B, R, Cv)
-    #: The image->text logits before the text mask, averaged over heads, in float32 or wider (B, R, T); only
-    #: from the layers that ``config.grounding_co_layers`` names.
-    grounding_scores: torch.Tensor | None
     #: With ``output_attentions``: the text->image (B, H, T, R) and image->text (B, H, R, T) weights.
     attentions: tuple[torch.Tensor, torch.Tensor] | None
 
 
 class ErnieVilCoAttentionLayer(nn.Module):
-    """Text queries attend image keys/values and image queries attend text keys/values, each direction with
-    its own weights through the co-attention width; then each stream's own FFN. No self-attention.
+    """The paper's co-attentional transformer layer.
 
-    With ``config.co_layer_box_embeddings`` the image states first get a learned embedding of their regions'
-    5-d locations added: the image embeddings add the box once, beside a 2048-d feature, and after a few
-    layers little of it is left for a relation to read (benchmarks/RESULTS.md). With
-    ``config.grounded_position_bias`` the image->text attention runs first and its weights bias the
-    text->image attention (``ErnieVilGroundedPositionBias``); the layers named by
-    ``config.grounding_co_layers`` return their image->text logits for the grounding loss.
+    Text queries attend image keys/values and image queries attend text keys/values, each direction with
+    its own weights through the co-attention width, then residual + LayerNorm; then each stream's own FFN.
+    No self-attention inside.
     """
 
-    def __init__(self, config: ErnieVilConfig, layer_index: int):
+    def __init__(self, config: ErnieVilConfig):
         super().__init__()
         t, v, co = config.hidden_size, config.v_hidden_size, config.co_hidden_size
         heads = config.co_num_attention_heads
-        self.box_embedding = (
-            ErnieVilBoxEmbedding(config.v_loc_size, v) if config.co_layer_box_embeddings else None
-        )
-        self.position_bias = ErnieVilGroundedPositionBias(config) if config.grounded_position_bias else None
-        self.returns_grounding_scores = layer_index in config.grounding_co_layers
-        self.text_attention = ErnieVilAttention(config, t, v, co, heads, co_attention=True)
-        self.image_attention = ErnieVilAttention(config, v, t, co, heads, co_attention=True)
+        self.text_attention = ErnieVilAttention(config, t, v, co, heads)
+        self.image_attention = ErnieVilAttention(config, v, t, co, heads)
         self.text_feed_forward = ErnieVilFeedForward(config, t, config.intermediate_size)
         self.image_feed_forward = ErnieVilFeedForward(config, v, config.v_intermediate_size)
 
@@ -349,32 +240,19 @@ class ErnieVilCoAttentionLayer(nn.Module):
         image_states: torch.Tensor,
         text_mask: torch.Tensor,
         image_mask: torch.Tensor,
-        image_locations: torch.Tensor,
         output_attentions: bool = False,
     ) -> CoAttentionLayerOutput:
-        """text_states (B, T, Ct), image_states (B, R, Cv), their additive masks and the regions' 5-d
-        image_locations (B, R, 5) -> updated states, grounding logits and attention weights (see
-        ``CoAttentionLayerOutput``)."""
-        if self.box_embedding is not None:
-            image_states = image_states + self.box_embedding(image_locations.to(image_states.dtype))
-        image_to_text = text_to_image = None
-        if output_attentions or self.position_bias is not None or self.returns_grounding_scores:
-            image_attended, scores, image_to_text = self.image_attention.forward_with_scores(
-                image_states, text_states, text_mask
-            )
-        else:
-            image_attended = self.image_attention(image_states, text_states, text_mask)
-        bias = self.position_bias(image_to_text) if self.position_bias is not None else None  # (B, Ht, T, R)
-        if output_attentions:
-            text_attended, _, text_to_image = self.text_attention.forward_with_scores(
-                text_states, image_states, image_mask, bias
-            )
-        else:
-            text_attended = self.text_attention(text_states, image_states, image_mask, attention_bias=bias)
+        """text_states (B, T, Ct), image_states (B, R, Cv) and their additive masks (B, 1, 1, T), (B, 1, 1, R)
+        -> the updated states and, with ``output_attentions``, both directions' weights."""
+        text_attended, text_to_image = self.text_attention(
+            text_states, image_states, image_mask, output_attentions
+        )
+        image_attended, image_to_text = self.image_attention(
+            image_states, text_states, text_mask, output_attentions
+        )
         return CoAttentionLayerOutput(
             self.text_feed_forward(text_attended),
             self.image_feed_forward(image_attended),
-            at_least_float32(scores).mean(1) if self.returns_grounding_scores else None,
             (text_to_image, image_to_text) if output_attentions else None,
         )
 
@@ -432,11 +310,6 @@ def box_locations(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tenso
     return torch.cat([corners, area[..., None]], dim=-1)  # (B, R, 5)
 
 
-def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
-    """Losses are computed in float32 (or float64 when the model runs in it), never in half precision."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
-
-
 def image_region_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Mean of the kept regions' features: features (B, R, F), keep (B, R) -> (B, F).
 
@@ -444,6 +317,17 @@ def image_region_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tenso
     """
     weights = keep.to(features.dtype)[..., None]  # (B, R, 1)
     return (features * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def run_layers(
+    layers: nn.ModuleList, states: torch.Tensor, mask: torch.Tensor, history: list
+) -> torch.Tensor:
+    """Run one stream's ``layers`` in order on states (B, L, C) under an additive mask (B, 1, 1, L),
+    appending each layer's output to ``history``."""
+    for layer in layers:
+        states = layer(states, mask)
+        history.append(states)
+    return states
 
 
 @dataclass
@@ -460,10 +344,6 @@ class ErnieVilModelOutput(ModelOutput):
         h_IMG = ReLU(Linear(image[0])).
     pooled_output (`torch.FloatTensor` of shape `(batch_size, co_hidden_size)`):
         The fused vector h_CLS * h_IMG.
-    grounding_scores (`tuple(torch.FloatTensor)`, one per co-layer of `config.grounding_co_layers`):
-        The image->text attention logits of those co-layers, each of shape `(batch_size, num_regions + 1,
-        text_length)`, before the text mask, averaged over heads, in float32 or wider; `None` when the
-        config names no grounding co-layer.
     all_text_hidden_states (`tuple(torch.FloatTensor)`, returned with `output_hidden_states=True`):
         The text embeddings, then the text stream's state after every text layer and every co-layer,
         in execution order, each of shape `(batch_size, text_length, hidden_size)`.
@@ -478,7 +358,6 @@ class ErnieVilModelOutput(ModelOutput):
     pooled_text: torch.FloatTensor | None = None
     pooled_image: torch.FloatTensor | None = None
     pooled_output: torch.FloatTensor | None = None
-    grounding_scores: tuple[torch.FloatTensor, ...] | None = None
     all_text_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     co_attentions: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
 
@@ -495,14 +374,12 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     mrc_loss: masked-region classification, KL(detector distribution || predicted), or the feature
         regression MSE when `config.masked_region_target == "features"`.
     itm_loss: image-text matching cross-entropy.
-    grounding_loss: cross-entropy of each grounded region's image->text logits (`grounding_scores`) against
-        the position of the caption word that names it, averaged over `config.grounding_co_layers` (not in
-        ERNIE-ViL).
     masked_token_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`):
         Scores at the positions where `labels != -100`, in row-major (batch, position) order.
     masked_region_logits (`torch.FloatTensor` of shape `(num_masked_regions, num_region_classes or v_feature_size)`):
         Predictions at the masked regions of matched pairs (`masked_regions & itm_labels == 1`), in row-major order.
     itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`): mismatched / matched scores.
+    co_attentions: as [`ErnieVilModelOutput`]'s, returned with `output_attentions=True`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -512,14 +389,10 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     sgp_relation_loss: torch.FloatTensor | None = None
     mrc_loss: torch.FloatTensor | None = None
     itm_loss: torch.FloatTensor | None = None
-    grounding_loss: torch.FloatTensor | None = None
     masked_token_logits: torch.FloatTensor | None = None
     masked_region_logits: torch.FloatTensor | None = None
     itm_logits: torch.FloatTensor | None = None
-
-
-#: Task id in `task_ids` -> name of the loss it feeds (the collator's TASK_IDS use the same numbers).
-TOKEN_TASKS = {0: "mlm", 1: "sgp_object", 2: "sgp_attribute", 3: "sgp_relation"}
+    co_attentions: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
 
 
 class ErnieVilPreTrainedModel(PreTrainedModel):
@@ -532,35 +405,21 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["ErnieVilLayer", "ErnieVilCoAttentionLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, ErnieVilGroundedPositionBias):
-            init.zeros_(module.table)  # no bias until training finds one
-            return
-        if isinstance(module, ErnieVilCoAttentionProjection):
-            # At std 0.02 a co-attention query.key logit starts ~0.1 from uniform and Adam takes hundreds of
-            # steps to grow both matrices before a word can single out its region; a fan-in std starts the
-            # logits of order 1 apart (the CPU demo's attribute cloze: 0.708 instead of 0.600 after 620
-            # steps, benchmarks/RESULTS.md).
-            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+        """The official initialisation: every weight from a normal distribution truncated at two standard
+        deviations (Paddle's ``TruncatedNormal(scale=initializer_range)``), every bias zero, LayerNorms at
+        the identity."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
             init.zeros_(module.bias)
-            return
-        if isinstance(module, nn.Linear) and module.in_features == self.config.v_loc_size:
-            # The location projections (the image embeddings' and the co-layers' box embeddings), the only
-            # 5-input layers. The 5-d location enters beside a 2048-d feature: at BERT's std 0.02 its share of
-            # the region embedding starts ~60x smaller than the feature's and takes thousands of Adam steps to
-            # grow, and relations need it. A fan-in std (1/sqrt(5)) starts the two on equal footing. The
-            # co-layers' box embeddings start at three times that: at 1x relations stay at chance through
-            # the CPU demo's 700 steps; at 3x the demo learns them (0.384 against 0.163 with a mismatched
-            # image), at a cost to attributes (0.597 against 0.732 at 2x, where relations stayed at chance;
-            # benchmarks/RESULTS.md, "Relations").
-            scale = 3.0 if isinstance(module, ErnieVilBoxEmbedding) else 1.0
-            init.normal_(module.weight, mean=0.0, std=scale * module.in_features**-0.5)
-            init.zeros_(module.bias)
-            return
-        super()._init_weights(module)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
         """Parameter groups for AdamW: weight decay on weight matrices and embeddings, none on biases and
-        LayerNorm parameters (the BERT recipe). Tied parameters appear once."""
+        LayerNorm parameters (the BERT recipe). Tied parameters appear once; frozen ones not at all."""
         decay, no_decay = [], []
         for name, parameter in self.named_parameters():  # yields a tied parameter once
             if not parameter.requires_grad:
@@ -574,6 +433,9 @@ class ErnieVilPreTrainedModel(PreTrainedModel):
 
 class ErnieVilModel(ErnieVilPreTrainedModel):
     """The two-stream encoder: text embeddings and layers, image embeddings and layers, co-layers, pooler."""
+
+    #: The co-layer this encoder builds; a variant with other co-layers sets its own.
+    co_layer_class = ErnieVilCoAttentionLayer
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
@@ -589,9 +451,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             )
             for _ in range(config.v_num_hidden_layers)
         )
-        self.co_layers = nn.ModuleList(
-            ErnieVilCoAttentionLayer(config, i) for i in range(config.num_co_layers)
-        )
+        self.co_layers = nn.ModuleList(self.co_layer_class(config) for _ in range(config.num_co_layers))
         self.text_pooler = nn.Linear(config.hidden_size, config.co_hidden_size)
         self.image_pooler = nn.Linear(config.v_hidden_size, config.co_hidden_size)
         self.post_init()
@@ -659,6 +519,79 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             )
         return locations
 
+    def embed_image(
+        self,
+        region_features: torch.Tensor,
+        region_locations: torch.Tensor,
+        region_mask: torch.Tensor,
+        masked_regions: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prepend the [IMG] region and embed every region.
+
+        Args:
+            region_features: (B, R - 1, F); region_locations: (B, R - 1, 5); region_mask: (B, R - 1);
+            masked_regions: (B, R - 1) or None, regions hidden from the [IMG] mean.
+
+        Returns:
+            the image embeddings (B, R, Cv) and the 5-d locations (B, R, 5) of [IMG] and the regions.
+        """
+        batch = region_features.shape[0]
+        real = region_mask.bool()
+        keep = real if masked_regions is None else real & ~masked_regions.bool()
+        img_feature = image_region_mean(region_features, keep)[:, None, :]  # (B, 1, F)
+        img_location = region_locations.new_tensor(WHOLE_IMAGE_LOCATION).expand(batch, 1, -1)  # (B, 1, 5)
+        # Padding regions (no feature, no box) would embed to one constant vector, whose LayerNorm backward
+        # is 0 * 1/sqrt(eps) = NaN in fp16; placed on the whole image they are ordinary (and still masked).
+        region_locations = torch.where(real[..., None], region_locations, img_location)
+        features = torch.cat([img_feature, region_features], dim=1)  # (B, R, F)
+        locations = torch.cat([img_location, region_locations], dim=1)  # (B, R, 5)
+        return self.image_embeddings(features, locations), locations
+
+    def co_layer_inputs(self, region_locations: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword inputs of every co-layer beyond the two streams and their masks: none for the paper's
+        co-layer. A variant whose co-layers read the regions' locations (B, R, 5) passes them here."""
+        return {}
+
+    def encode(
+        self,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        text_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        region_locations: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor] | None]
+    ]:
+        """Run the interleaved schedule: before co-layer i, the text layers up to ``text_co_layer_ids[i]`` and
+        the image layers up to ``image_co_layer_ids[i]``; the layers left run after the last co-layer.
+
+        Args:
+            text: (B, T, Ct) and image: (B, R, Cv) embeddings; text_mask (B, 1, 1, T) and image_mask
+            (B, 1, 1, R) additive masks; region_locations (B, R, 5).
+
+        Returns:
+            the last text (B, T, Ct) and image (B, R, Cv) states, the text states after every step, and
+            every co-layer's attention weights (None per co-layer without ``output_attentions``).
+        """
+        all_text, all_image, co_attentions = [text], [image], []
+        co_inputs = self.co_layer_inputs(region_locations)
+        text_start = image_start = 0
+        for co_layer, text_stop, image_stop in zip(
+            self.co_layers, self.config.text_co_layer_ids, self.config.image_co_layer_ids
+        ):
+            text = run_layers(self.text_layers[text_start:text_stop], text, text_mask, all_text)
+            image = run_layers(self.image_layers[image_start:image_stop], image, image_mask, all_image)
+            text, image, attentions = co_layer(
+                text, image, text_mask, image_mask, output_attentions=output_attentions, **co_inputs
+            )
+            all_text.append(text)
+            co_attentions.append(attentions)
+            text_start, image_start = text_stop, image_stop
+        text = run_layers(self.text_layers[text_start:], text, text_mask, all_text)
+        image = run_layers(self.image_layers[image_start:], image, image_mask, all_image)
+        return text, image, all_text, co_attentions
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -672,7 +605,6 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         masked_regions: torch.BoolTensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-        **kwargs,
     ) -> ErnieVilModelOutput:
         r"""
         Args:
@@ -693,64 +625,25 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         """
         self._validate_inputs(input_ids, region_features, region_locations, region_boxes, image_sizes)
         batch, num_regions = region_features.shape[:2]
-        device = input_ids.device
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if region_mask is None:
-            region_mask = torch.ones(batch, num_regions, dtype=torch.long, device=device)
+            region_mask = torch.ones(batch, num_regions, dtype=torch.long, device=input_ids.device)
         if region_locations is None:
             region_locations = self.region_locations_from_boxes(region_boxes, image_sizes, region_mask)
 
-        # The [IMG] region: the mean of the real, unmasked regions, located on the whole image.
-        keep = region_mask.bool() if masked_regions is None else region_mask.bool() & ~masked_regions.bool()
-        img_feature = image_region_mean(region_features, keep)[:, None, :]  # (B, 1, F)
-        img_location = region_locations.new_tensor([0.0, 0.0, 1.0, 1.0, 1.0]).expand(
-            batch, 1, -1
-        )  # (B, 1, 5)
-        # Padding regions (no feature, no box) would embed to one constant vector, whose LayerNorm backward
-        # is 0 * 1/sqrt(eps) = NaN in fp16; placed on the whole image they are ordinary (and still masked).
-        region_locations = torch.where(region_mask.bool()[..., None], region_locations, img_location)
-        features = torch.cat([img_feature, region_features], dim=1)  # (B, R, F)
-        locations = torch.cat([img_location, region_locations.to(img_location.dtype)], dim=1)  # (B, R, 5)
-        image_keep = torch.cat([region_mask.new_ones(batch, 1), region_mask], dim=1)  # (B, R)
-
         text = self.text_embeddings(input_ids, token_type_ids)  # (B, T, Ct)
-        image = self.image_embeddings(features, locations)  # (B, R, Cv)
+        image, locations = self.embed_image(
+            region_features, region_locations.float(), region_mask, masked_regions
+        )
+        image_keep = torch.cat([region_mask.new_ones(batch, 1), region_mask], dim=1)  # (B, R) with [IMG]
         text_mask = additive_attention_mask(attention_mask, text.dtype)  # (B, 1, 1, T)
         image_mask = additive_attention_mask(image_keep, image.dtype)  # (B, 1, 1, R)
-
-        all_text = [text] if output_hidden_states else None
-        text_start = image_start = 0
-        grounding_scores = []
-        co_attentions = [] if output_attentions else None
-        for co_layer, text_end, image_end in zip(
-            self.co_layers, self.config.text_co_layer_ids, self.config.image_co_layer_ids
-        ):
-            for layer in self.text_layers[text_start:text_end]:
-                text = layer(text, text_mask)
-                if output_hidden_states:
-                    all_text.append(text)
-            for layer in self.image_layers[image_start:image_end]:
-                image = layer(image, image_mask)
-            text, image, scores, attentions = co_layer(
-                text, image, text_mask, image_mask, locations, output_attentions
-            )
-            if scores is not None:
-                grounding_scores.append(scores)
-            if output_attentions:
-                co_attentions.append(attentions)
-            if output_hidden_states:
-                all_text.append(text)
-            text_start, image_start = text_end, image_end
-        for layer in self.text_layers[text_start:]:
-            text = layer(text, text_mask)
-            if output_hidden_states:
-                all_text.append(text)
-        for layer in self.image_layers[image_start:]:
-            image = layer(image, image_mask)
-
+        text, image, all_text, co_attentions = self.encode(
+            text, image, text_mask, image_mask, locations, output_attentions
+        )
         pooled_text = F.relu(self.text_pooler(text[:, 0]))  # (B, Co)
         pooled_image = F.relu(self.image_pooler(image[:, 0]))  # (B, Co)
         return ErnieVilModelOutput(
@@ -759,7 +652,6 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             pooled_text=pooled_text,
             pooled_image=pooled_image,
             pooled_output=pooled_text * pooled_image,
-            grounding_scores=tuple(grounding_scores) if grounding_scores else None,
             all_text_hidden_states=tuple(all_text) if output_hidden_states else None,
             co_attentions=tuple(co_attentions) if output_attentions else None,
         )
@@ -811,13 +703,22 @@ class ErnieVilMaskedRegionHead(nn.Module):
 
 
 class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
-    """ERNIE-ViL with its pretraining heads: masked tokens (MLM + SGP), masked regions, image-text matching."""
+    """ERNIE-ViL with its pretraining heads: masked tokens (MLM + SGP), masked regions, image-text matching.
+
+    The loss is the paper's weighted sum over the tasks present in a batch::
+
+        loss = w_mlm L_mlm + w_obj L_obj + w_attr L_attr + w_rel L_rel + w_mrc L_mrc + w_itm L_itm
+
+    with the weights of ``config.task_loss_weights`` (all 1 by default).
+    """
 
     _tied_weights_keys = {"token_head.decoder.weight": "ernievil.text_embeddings.word_embeddings.weight"}
+    #: The encoder this model builds; a variant with another encoder sets its own.
+    encoder_class = ErnieVilModel
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
-        self.ernievil = ErnieVilModel(config)
+        self.ernievil = self.encoder_class(config)
         self.token_head = ErnieVilMaskedTokenHead(config)
         self.region_head = ErnieVilMaskedRegionHead(config)
         self.itm_head = nn.Linear(config.co_hidden_size, 2)
@@ -845,25 +746,22 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         region_class_targets: torch.FloatTensor | None = None,
         region_feature_targets: torch.FloatTensor | None = None,
         itm_labels: torch.LongTensor | None = None,
-        region_word_targets: torch.LongTensor | None = None,
-        **kwargs,
+        output_attentions: bool = False,
     ) -> ErnieVilForPreTrainingOutput:
         r"""
         Takes [`ErnieVilModel`]'s inputs, plus the targets of each task (all optional):
 
             labels (`torch.LongTensor` of shape `(batch_size, text_length)`): the original WordPiece id where a
                 token is to be predicted, -100 elsewhere.
-            task_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): 0 mlm, 1 object, 2 attribute,
-                3 relation where `labels != -100`; all positions count as mlm when omitted.
+            task_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): where `labels != -100`, the
+                index of its task in `ernievil_ds.tasks.TOKEN_TASKS` (0 mlm, 1 object, 2 attribute,
+                3 relation); all positions count as mlm when omitted.
             region_class_targets (`torch.FloatTensor` of shape `(batch_size, num_regions, num_region_classes)`):
                 the detector's class distribution, the target at `masked_regions`.
             region_feature_targets (`torch.FloatTensor` of shape `(batch_size, num_regions, v_feature_size)`):
                 the original features, the target at `masked_regions` when
                 `config.masked_region_target == "features"`.
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`): 1 matched pair, 0 mismatched.
-            region_word_targets (`torch.LongTensor` of shape `(batch_size, num_regions)`): for each input
-                region, the text position of the caption word that names it, -100 where none does; the
-                grounding loss's target (needs `config.grounding_co_layers`).
 
         Token targets are expected on matched pairs only (the collator blanks them on mismatched ones);
         masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted).
@@ -878,108 +776,118 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             image_sizes=image_sizes,
             region_locations=region_locations,
             masked_regions=masked_regions,
+            output_attentions=output_attentions,
         )
-        losses: dict[str, torch.Tensor] = {}
-        masked_token_logits = masked_region_logits = None
-        # ZeRO-2 fills its gradient buckets in the order gradients arrive, so a head that gets no gradient on
-        # one rank (a micro-batch without a scored masked region, say) desynchronises the ranks' reductions.
-        # The heads therefore also run on empty selections, and such an output joins the loss times zero.
-        unused_outputs: list[torch.Tensor] = []
-
-        if labels is not None:
-            selected = labels != -100  # (B, T)
-            masked_token_logits = self.token_head(outputs.text_hidden_states[selected])  # (N, V)
-            token_losses = F.cross_entropy(
-                at_least_float32(masked_token_logits), labels[selected], reduction="none"
-            )  # (N,)
-            tasks = task_ids[selected] if task_ids is not None else torch.zeros_like(labels[selected])  # (N,)
-            for task_id, name in TOKEN_TASKS.items():
-                in_task = tasks == task_id
-                if in_task.any():
-                    losses[name] = token_losses[in_task].mean()
-            if not selected.any():
-                unused_outputs.append(masked_token_logits)
-
-        if masked_regions is not None:
-            # Regions are masked on every pair (so that [IMG] cannot tell matched from mismatched pairs),
-            # but scored on matched pairs only.
-            scored = masked_regions.bool()
-            if itm_labels is not None:
-                scored = scored & (itm_labels[:, None] == 1)
-            # Image position 0 is [IMG]; input region r sits at r + 1.
-            region_states = outputs.image_hidden_states[:, 1:][scored]  # (N, Cv)
-            masked_region_logits = self.region_head(region_states)  # (N, classes or F)
-            if scored.any():
-                losses["mrc"] = self._masked_region_loss(
-                    masked_region_logits, scored, region_class_targets, region_feature_targets
-                )
-            else:
-                unused_outputs.append(masked_region_logits)
-
+        token_logits, losses = self.masked_token_losses(outputs.text_hidden_states, labels, task_ids)
+        region_logits, losses["mrc"] = self.masked_region_loss(
+            outputs.image_hidden_states,
+            masked_regions,
+            itm_labels,
+            region_class_targets,
+            region_feature_targets,
+        )
         itm_logits = self.itm_head(outputs.pooled_output)  # (B, 2)
-        if itm_labels is not None:
-            losses["itm"] = F.cross_entropy(at_least_float32(itm_logits), itm_labels)
-
-        if region_word_targets is not None:
-            if outputs.grounding_scores is None:
-                raise ValueError(
-                    "region_word_targets were given but this model computes no grounding loss "
-                    "(config.grounding_co_layers is empty)"
-                )
-            text_keep = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-            # Image position 0 is [IMG]; input region r sits at r + 1. Padding tokens cannot be targets.
-            # (L, B, R - 1, T) over the L grounding co-layers
-            scores = torch.stack(outputs.grounding_scores)[:, :, 1:]
-            scores = scores.masked_fill(~text_keep.bool()[None, :, None, :], torch.finfo(scores.dtype).min)
-            grounded = region_word_targets != -100  # (B, R - 1)
-            if grounded.any():
-                # Every layer grounds the same regions: the mean over (layer, region) is the layers' mean.
-                losses["grounding"] = F.cross_entropy(
-                    scores[:, grounded].flatten(0, 1), region_word_targets[grounded].repeat(len(scores))
-                )
-            else:
-                unused_outputs.extend(outputs.grounding_scores)  # the masked scores would give 0 * -inf
-
-        weights = self.config.task_loss_weights
-        loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
-        if loss is not None:
-            loss = loss + sum(0.0 * output.sum() for output in unused_outputs)
+        losses["itm"] = (
+            None if itm_labels is None else F.cross_entropy(at_least_float32(itm_logits), itm_labels)
+        )
+        losses = {task: value for task, value in losses.items() if value is not None}
         return ErnieVilForPreTrainingOutput(
-            loss=loss,
-            mlm_loss=losses.get("mlm"),
-            sgp_object_loss=losses.get("sgp_object"),
-            sgp_attribute_loss=losses.get("sgp_attribute"),
-            sgp_relation_loss=losses.get("sgp_relation"),
-            mrc_loss=losses.get("mrc"),
-            itm_loss=losses.get("itm"),
-            grounding_loss=losses.get("grounding"),
-            masked_token_logits=masked_token_logits,
-            masked_region_logits=masked_region_logits,
+            loss=self.weighted_loss(losses, head_outputs=(token_logits, region_logits)),
+            **{loss_name(task): value for task, value in losses.items()},
+            masked_token_logits=token_logits,
+            masked_region_logits=region_logits,
             itm_logits=itm_logits,
+            co_attentions=outputs.co_attentions,
         )
 
-    def _masked_region_loss(
+    def masked_token_losses(
+        self, text_states: torch.Tensor, labels: torch.Tensor | None, task_ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """MLM and the three SGP losses: the token head's cross-entropy at the positions with a label,
+        averaged within each task of ``TOKEN_TASKS``.
+
+        Args:
+            text_states: (B, T, Ct); labels, task_ids: (B, T), -100 where nothing is predicted.
+
+        Returns:
+            the logits (N, V) at the N labelled positions (None without labels), and the loss of each task
+            that has a position in the batch.
+        """
+        if labels is None:
+            return None, {}
+        selected = labels != IGNORE_INDEX  # (B, T)
+        logits = self.token_head(text_states[selected])  # (N, V)
+        per_token = F.cross_entropy(at_least_float32(logits), labels[selected], reduction="none")  # (N,)
+        tasks = task_ids[selected] if task_ids is not None else torch.full_like(labels[selected], MLM_TASK_ID)
+        losses = {}
+        for task_id, task in enumerate(TOKEN_TASKS):
+            in_task = tasks == task_id  # (N,)
+            if in_task.any():
+                losses[task] = per_token[in_task].mean()
+        return logits, losses
+
+    def masked_region_loss(
         self,
-        logits: torch.Tensor,
-        masked_regions: torch.Tensor,
+        image_states: torch.Tensor,
+        masked_regions: torch.Tensor | None,
+        itm_labels: torch.Tensor | None,
         region_class_targets: torch.Tensor | None,
         region_feature_targets: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """KL(target || softmax(logits)) summed over classes and averaged over regions, or feature MSE."""
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Masked-region classification on the matched pairs: KL(detector distribution || softmax(logits))
+        summed over classes and averaged over regions, or the feature regression MSE.
+
+        Regions are masked on every pair (so that [IMG] cannot tell matched from mismatched pairs), but
+        scored on matched pairs only.
+
+        Args:
+            image_states: (B, R, Cv) with [IMG] first; masked_regions: (B, R - 1); itm_labels: (B,);
+            region_class_targets: (B, R - 1, classes); region_feature_targets: (B, R - 1, F).
+
+        Returns:
+            the logits (N, classes or F) at the N scored regions (None without ``masked_regions``), and the
+            loss (None when no region is scored).
+        """
+        if masked_regions is None:
+            return None, None
+        scored = masked_regions.bool()  # (B, R - 1)
+        if itm_labels is not None:
+            scored = scored & (itm_labels[:, None] == 1)
+        logits = at_least_float32(self.region_head(image_states[:, 1:][scored]))  # (N, classes or F)
+        if not scored.any():
+            return logits, None
         if self.config.masked_region_target == "class_distribution":
             if region_class_targets is None:
                 raise ValueError(
                     "masked_regions were given but region_class_targets is missing; this model predicts the "
                     "detector class distribution (config.masked_region_target='class_distribution')"
                 )
-            target = at_least_float32(region_class_targets[masked_regions])  # (N, classes)
-            return F.kl_div(F.log_softmax(at_least_float32(logits), dim=-1), target, reduction="batchmean")
+            target = at_least_float32(region_class_targets[scored])  # (N, classes)
+            return logits, F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="batchmean")
         if region_feature_targets is None:
             raise ValueError(
                 "masked_regions were given but region_feature_targets is missing; this model regresses region "
                 "features (config.masked_region_target='features')"
             )
-        return F.mse_loss(at_least_float32(logits), at_least_float32(region_feature_targets[masked_regions]))
+        return logits, F.mse_loss(logits, at_least_float32(region_feature_targets[scored]))
+
+    def weighted_loss(
+        self, losses: dict[str, torch.Tensor], head_outputs: tuple[torch.Tensor | None, ...] = ()
+    ) -> torch.Tensor | None:
+        """The weighted sum of the task losses (``config.task_loss_weights``), None when there is none.
+
+        ZeRO-2 fills its gradient buckets in the order gradients arrive, so a head that gets no gradient on
+        one rank (a micro-batch without a scored masked region, say) desynchronises the ranks' reductions.
+        The heads therefore also run on empty selections, and each empty output joins the loss times zero:
+        its parameters get a zero gradient.
+        """
+        if not losses:
+            return None
+        weights = self.config.task_loss_weights
+        loss = sum(weights[task] * value for task, value in losses.items())
+        return loss + sum(
+            0.0 * output.sum() for output in head_outputs if output is not None and output.numel() == 0
+        )
 
 
 def count_parameters_by_component(model: ErnieVilForPreTraining) -> dict[str, int]:

@@ -1,29 +1,33 @@
 """Pretrain ERNIE-ViL under DeepSpeed (ZeRO-2; fp16, bf16 or fp32 as the JSON config says).
 
-    deepspeed launchers/pretrain.py --deepspeed ds_configs/v100_8.json --preset base \
-        --data-dir DATA --output-dir runs/base --max-steps 700000 --save-every 5000
+    deepspeed --num_gpus 2 launchers/pretrain.py --deepspeed ds_configs/cpu_fp32.json --recipe demo_cpu \
+        --output-dir runs/demo
+    deepspeed launchers/pretrain.py --deepspeed ds_configs/v100_8.json --recipe paper_base \
+        --data-dir DATA --output-dir runs/base
 
-The library holds the logic (ernievil_ds.training.pretrain); this file is the DeepSpeed program.
+The library holds the logic (ernievil_ds.training); this file is the DeepSpeed program.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
+from pathlib import Path
 
 import deepspeed
 
 from ernievil_ds.distributed import setup_logging
-from ernievil_ds.training.pretrain import PretrainingRun, add_pretrain_arguments
+from ernievil_ds.training.arguments import parse_pretrain_arguments
+from ernievil_ds.training.pretrain import PretrainingRun
+
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
 # DeepSpeed 0.19's ZeRO-2 calls a torch.distributed function that torch 2.13 deprecates, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = add_pretrain_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
+    args = parse_pretrain_arguments(argv, recipes_dir=RECIPES)
     setup_logging()
     deepspeed.init_distributed()  # NCCL on GPUs, gloo on the CPU accelerator
     run = PretrainingRun.prepare(args)
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         model_parameters=run.model.optimizer_groups(
             run.ds_config["optimizer"]["params"].get("weight_decay", 0.0)
         ),
+        lr_scheduler=run.lr_scheduler(),
         config=run.ds_config,
     )
     run.train(engine)

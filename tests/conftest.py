@@ -1,25 +1,56 @@
-"""Shared fixtures: a tiny ERNIE-ViL and a random batch in the collator's format."""
+"""Shared fixtures: the test-size presets (the paper's architecture and the grounded variant), a random
+batch in the collator's format, and the model built from a config."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoModelForPreTraining
 
 from ernievil_ds import ErnieVilConfig
+
+#: The encoder's own inputs among a batch's keys.
+ENCODER_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "region_features",
+    "region_boxes",
+    "image_sizes",
+    "region_mask",
+    "masked_regions",
+)
+
+
+def preset_config(preset: str) -> ErnieVilConfig:
+    return ErnieVilConfig.from_preset(preset, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.fixture(params=["tiny", "tiny-grounded"])
+def config(request) -> ErnieVilConfig:
+    """Each test-size preset in turn, without dropout: the paper's architecture and the grounded variant."""
+    return preset_config(request.param)
 
 
 @pytest.fixture
 def tiny_config() -> ErnieVilConfig:
-    return ErnieVilConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    """The paper's architecture at test size, without dropout."""
+    return preset_config("tiny")
+
+
+@pytest.fixture
+def grounded_config() -> ErnieVilConfig:
+    """The grounded variant at test size, without dropout."""
+    return preset_config("tiny-grounded")
 
 
 def make_batch(
     config: ErnieVilConfig, batch: int = 3, text_len: int = 9, num_regions: int = 6, seed: int = 0
-):
-    """A pretraining batch with padding on both streams and every task present.
+) -> dict[str, torch.Tensor]:
+    """A pretraining batch with padding on both streams and every task of ``config``'s model present.
 
-    Example 1 has 3 padded text positions and example 2 has 2 padded regions; regions 0 and 2 of example 0
-    and region 3 of example 2 have grounding targets.
+    Example 1 has 3 padded text positions and example 2 has 2 padded regions. For a grounded config,
+    regions 0 and 2 of example 0 and region 3 of example 2 have grounding targets.
     """
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1000, 2000, (batch, text_len), generator=g)
@@ -37,11 +68,7 @@ def make_batch(
         labels[b, 4], task_ids[b, 4] = input_ids[b, 4], 3
     masked_regions = torch.zeros(batch, num_regions, dtype=torch.bool)
     masked_regions[:, 1] = True
-    region_word_targets = torch.full((batch, num_regions), -100)
-    for b, r, position in [(0, 0, 5), (0, 2, 2), (2, 3, 7)]:
-        if b < batch:
-            region_word_targets[b, r] = position
-    return {
+    inputs = {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "token_type_ids": torch.zeros_like(input_ids),
@@ -56,10 +83,33 @@ def make_batch(
         "labels": labels,
         "task_ids": task_ids,
         "itm_labels": torch.tensor([1, 0, 1][:batch]),
-        "region_word_targets": region_word_targets,
     }
+    if getattr(config, "grounding_co_layers", None):
+        targets = torch.full((batch, num_regions), -100)
+        for b, r, position in [(0, 0, 5), (0, 2, 2), (2, 3, 7)]:
+            if b < batch:
+                targets[b, r] = position
+        inputs["region_word_targets"] = targets
+    return inputs
 
 
 @pytest.fixture
 def batch_factory():
     return make_batch
+
+
+@pytest.fixture
+def encoder_inputs():
+    """The encoder's inputs of a pretraining batch."""
+    return lambda batch: {key: batch[key] for key in ENCODER_KEYS}
+
+
+@pytest.fixture
+def pretraining_model():
+    """The pretraining model of a config (the grounded variant's class for a grounded config), seeded."""
+
+    def build(config: ErnieVilConfig, seed: int = 0):
+        torch.manual_seed(seed)
+        return AutoModelForPreTraining.from_config(config)
+
+    return build

@@ -12,7 +12,7 @@ The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
 - with ``region_class_names`` (the detector's class names), each region of a matched pair whose most likely
   detector class names exactly one object of the caption gets that object's first WordPiece position as its
   grounding target (``region_word_targets``), unless masking touched the word (not in ERNIE-ViL: the
-  grounding loss of ``ErnieVilForPreTraining``);
+  grounding loss of the grounded presets, ``ernievil_ds.grounding``);
 - with probability 0.5 the image is replaced by another example's image of the batch (image-text matching);
   masking applies to every example alike, so masks reveal nothing about matching (``masked_regions`` marks
   the chosen regions of every pair, so the model's [IMG] mean leaves them out everywhere), but token targets
@@ -31,10 +31,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ernievil_ds.data.schema import FEATURE_DIM, NODE_TYPES
-
-TASK_IDS = {"mlm": 0, **NODE_TYPES}  # a node's task id is its node type id
-IGNORE_INDEX = -100
+from ernievil_ds.data.schema import FEATURE_DIM
+from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, NODE_TYPE_IDS, TOKEN_TASKS
 
 
 def _pad_text(token_ids: list[np.ndarray], max_len: int | None, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +120,7 @@ def _check_probability(name: str, value: float) -> None:
 
 
 def node_mask_rates(node_mask_prob: float | Mapping[str, float]) -> np.ndarray:
-    """The node-masking rate of every task id (index ``TASK_IDS[type]``; 0 for plain tokens).
+    """The node-masking rate of every token task id (index ``NODE_TYPE_IDS[type]``; 0 for plain tokens).
 
     Args:
         node_mask_prob: one rate for every node type, or rates by type name (``"object"``, ``"attribute"``,
@@ -132,14 +130,14 @@ def node_mask_rates(node_mask_prob: float | Mapping[str, float]) -> np.ndarray:
         ValueError: an unknown node type or a rate outside [0, 1].
     """
     if not isinstance(node_mask_prob, Mapping):
-        node_mask_prob = dict.fromkeys(NODE_TYPES, node_mask_prob)
-    unknown = set(node_mask_prob) - set(NODE_TYPES)
+        node_mask_prob = dict.fromkeys(NODE_TYPE_IDS, node_mask_prob)
+    unknown = set(node_mask_prob) - set(NODE_TYPE_IDS)
     if unknown:
         raise ValueError(
-            f"node_mask_prob names unknown node types {sorted(unknown)}; known: {list(NODE_TYPES)}"
+            f"node_mask_prob names unknown node types {sorted(unknown)}; known: {list(NODE_TYPE_IDS)}"
         )
-    rates = np.zeros(len(TASK_IDS))
-    for node_type, task_id in NODE_TYPES.items():
+    rates = np.zeros(len(TOKEN_TASKS))
+    for node_type, task_id in NODE_TYPE_IDS.items():
         rate = float(node_mask_prob.get(node_type, 0.3))
         _check_probability(f"node_mask_prob[{node_type!r}]", rate)
         rates[task_id] = rate
@@ -179,7 +177,7 @@ def region_word_targets(
         for node_type, name, pieces in zip(
             example["node_types"], example["node_names"], example["node_wordpieces"]
         ):
-            if node_type == NODE_TYPES["object"] and len(pieces):
+            if node_type == NODE_TYPE_IDS["object"] and len(pieces):
                 objects[name.lower()] = None if name.lower() in objects else pieces
         for r in np.flatnonzero(region_mask[i]):
             named = [objects.get(word) for word in class_words[region_classes[i, r]]]
@@ -300,8 +298,8 @@ class SGPCollator:
         if not pieces:
             return (np.zeros(0, dtype=np.int64),) * 3 + (np.zeros(0),)
         node_rows, node_types = np.array(node_rows), np.array(node_types, dtype=np.int64)
-        groups = node_rows * len(TASK_IDS) + node_types  # one group per (caption, node type)
-        per_group = np.bincount(groups, minlength=len(examples) * len(TASK_IDS))  # (B * 4,)
+        groups = node_rows * len(TOKEN_TASKS) + node_types  # one group per (caption, node type)
+        per_group = np.bincount(groups, minlength=len(examples) * len(TOKEN_TASKS))  # (B * 4,)
         group_rates = np.tile(self.node_mask_rates, len(examples))  # (B * 4,)
         quota = np.floor(group_rates * per_group + rng.random(len(per_group)))  # (B * 4,)
         order = np.lexsort((rng.random(len(groups)), groups))  # shuffled within each group
@@ -342,7 +340,7 @@ class SGPCollator:
         input_ids[replaced] = self.random_ids[rng.integers(len(self.random_ids), size=int(replaced.sum()))]
         targeted = predicted & matched[:, None]
         labels = np.where(targeted, original, IGNORE_INDEX)
-        task_ids = np.where(targeted, np.where(covered, node_task, TASK_IDS["mlm"]), IGNORE_INDEX)
+        task_ids = np.where(targeted, np.where(covered, node_task, MLM_TASK_ID), IGNORE_INDEX)
         return input_ids, attention_mask, labels, task_ids
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:

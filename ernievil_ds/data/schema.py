@@ -8,7 +8,7 @@ A prepared data directory holds::
     DATA/pairs/<split>/manifest.json    written last: the split is complete
 
 The two tables are joined by ``image_id`` when batches are built, so COCO's five captions per image share
-one copy of its features. Node types use the same integers as the collator's task ids.
+one copy of its features. Node types are stored as their ids in ``ernievil_ds.tasks.NODE_TYPE_IDS``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ DETECTOR_CLASSES = "detector_classes.json"
 
 FEATURE_DIM = 2048
 NUM_DETECTOR_CLASSES = 1601
-
-#: Scene-graph node types, numbered as the collator's task ids (0 is plain masked language modelling).
-NODE_TYPES = {"object": 1, "attribute": 2, "relation": 3}
 
 _SPAN = List(Value("int32"), length=2)
 

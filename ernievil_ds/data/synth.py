@@ -19,6 +19,7 @@ number of [MASK]s give the relation away without looking at the image.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,6 +324,22 @@ def detector_class_names() -> list[str]:
     for noun, index in zip(NOUNS, NOUN_CLASSES):
         names[index] = noun
     return names
+
+
+#: The default SynthScenes of a run: enough images that the demo's 700 steps do not repeat much.
+DEFAULT_SYNTH_TRAIN_IMAGES = 6000
+DEFAULT_SYNTH_EVAL_IMAGES = 100
+
+
+def default_synth_dir(
+    seed: int = 0,
+    num_train_images: int = DEFAULT_SYNTH_TRAIN_IMAGES,
+    num_eval_images: int = DEFAULT_SYNTH_EVAL_IMAGES,
+) -> Path:
+    """Where the built-in SynthScenes data is cached (``$ERNIEVIL_DS_CACHE`` or ``~/.cache/ernievil_ds``);
+    with no arguments, the data of a run with the default seed and sizes."""
+    root = Path(os.environ.get("ERNIEVIL_DS_CACHE", Path.home() / ".cache" / "ernievil_ds"))
+    return root / f"synth_scenes-v{SYNTH_VERSION}-seed{seed}-train{num_train_images}-eval{num_eval_images}"
 
 
 def build_synth_scenes(

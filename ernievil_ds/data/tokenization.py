@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
-from ernievil_ds.data.schema import NODE_TYPES
+from ernievil_ds.tasks import NODE_TYPE_IDS
 
 
 def load_tokenizer(path: str | Path | None = None):
@@ -32,7 +32,7 @@ def load_tokenizer(path: str | Path | None = None):
 def graph_nodes(graph: dict) -> list[tuple[int, str, tuple[int, int]]]:
     """Flatten a scene graph into (node type, name, (start, end)): objects, then attributes, then relations."""
     return [
-        (NODE_TYPES[kind], node["name"], (int(node["span"][0]), int(node["span"][1])))
+        (NODE_TYPE_IDS[kind], node["name"], (int(node["span"][0]), int(node["span"][1])))
         for kind, key in (("object", "objects"), ("attribute", "attributes"), ("relation", "relations"))
         for node in graph[key]
     ]

@@ -14,9 +14,8 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from ernievil_ds.distributed import dist_info, get_logger
+from ernievil_ds.distributed import barrier, dist_info, get_logger
 
 logger = get_logger(__name__)
 
@@ -38,11 +37,6 @@ def complete_checkpoints(checkpoint_root: Path) -> list[tuple[int, Path]]:
     for marker in Path(checkpoint_root).glob(f"{_TAG_PREFIX}*/{COMPLETE_MARKER}"):
         found.append((json.loads(marker.read_text())["step"], marker.parent))
     return sorted(found)
-
-
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -69,7 +63,7 @@ def save_checkpoint(
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state()
     torch.save(rng, tag_dir / f"rng_rank{info.rank}.pt")
-    _barrier()
+    barrier()
     if info.is_main:
         engine.module.config.save_pretrained(tag_dir)
         if tokenizer is not None:
@@ -81,7 +75,7 @@ def save_checkpoint(
             for _, old in complete_checkpoints(checkpoint_root)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         logger.info("Saved checkpoint %s", tag_dir)
-    _barrier()
+    barrier()
     return tag_dir
 
 

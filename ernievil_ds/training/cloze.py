@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForPreTraining
 
 from ernievil_ds.data import collate_cloze, load_pretraining_split, load_tokenizer
-from ernievil_ds.data.schema import NODE_TYPES as SCHEMA_NODE_TYPES
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
+from ernievil_ds.tasks import NODE_TYPE_NAMES
 
-NODE_TYPES = {task_id: name for name, task_id in SCHEMA_NODE_TYPES.items()}  # task id -> node type
 CONDITIONS = ("true_image", "mismatched_image")
 
 
@@ -65,7 +65,7 @@ def run_cloze(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for, but this PyTorch sees no CUDA GPU")
-    model = ErnieVilForPreTraining.from_pretrained(model_dir).to(device)
+    model = AutoModelForPreTraining.from_pretrained(model_dir).to(device)
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else None)
     dataset = load_pretraining_split(data_dir, split)
     return cloze_accuracy(model, tokenizer, dataset, batch_size=batch_size, max_examples=max_examples)
@@ -78,7 +78,7 @@ def cloze_accuracy(
     dataset,
     batch_size: int = 64,
     max_examples: int | None = None,
-    node_types: tuple[str, ...] = tuple(NODE_TYPES.values()),
+    node_types: tuple[str, ...] = tuple(NODE_TYPE_NAMES.values()),
 ) -> dict:
     """Top-1/top-5 accuracy per node type with the true and with a mismatched image.
 
@@ -99,9 +99,9 @@ def cloze_accuracy(
         (i, k)
         for i in range(count)
         for k, node_type in enumerate(dataset[i]["node_types"])
-        if NODE_TYPES[int(node_type)] in node_types
+        if NODE_TYPE_NAMES[int(node_type)] in node_types
     ]
-    hits = {c: {t: [0, 0, 0] for t in NODE_TYPES.values()} for c in CONDITIONS}  # top1, top5, count
+    hits = {c: {t: [0, 0, 0] for t in NODE_TYPE_NAMES.values()} for c in CONDITIONS}  # top1, top5, count
     for start in tqdm(range(0, len(tasks), batch_size), desc="cloze", leave=False):
         chunk = tasks[start : start + batch_size]
         examples = [dataset[i] for i, _ in chunk]
@@ -117,7 +117,7 @@ def cloze_accuracy(
             logits = model(**batch).masked_token_logits  # (N, V), rows in (example, position) order
             labels = batch["labels"][batch["labels"] != -100]  # (N,)
             for target, (top1, top5) in zip(targets, node_hits(logits, labels, targets)):
-                tally = hits[condition][NODE_TYPES[target["node_type"]]]
+                tally = hits[condition][NODE_TYPE_NAMES[target["node_type"]]]
                 tally[0] += top1
                 tally[1] += top5
                 tally[2] += 1
@@ -131,7 +131,7 @@ def cloze_accuracy(
     }
     results["gap_top1"] = {
         t: results["true_image"][t]["top1"] - results["mismatched_image"][t]["top1"]
-        for t in NODE_TYPES.values()
+        for t in NODE_TYPE_NAMES.values()
     }
     return results
 
@@ -142,7 +142,7 @@ def format_cloze_table(results: dict) -> str:
         "Cloze accuracy (each scene-graph node masked in turn)",
         f"{'node':<10} {'count':>6}  {'true top1':>9} {'true top5':>9}  {'mism top1':>9} {'mism top5':>9}  {'gap top1':>8}",
     ]
-    for node in NODE_TYPES.values():
+    for node in NODE_TYPE_NAMES.values():
         true, mism = results["true_image"][node], results["mismatched_image"][node]
         lines.append(
             f"{node:<10} {true['count']:>6}  {true['top1']:>9.3f} {true['top5']:>9.3f}  "

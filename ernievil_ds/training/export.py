@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from transformers import AutoConfig, AutoModelForPreTraining
+
 from ernievil_ds.distributed import get_logger
-from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
 from ernievil_ds.training.checkpoint import complete_checkpoints
 
 logger = get_logger(__name__)
@@ -39,7 +39,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
 
     tag_dir = resolve_checkpoint(checkpoint)
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
-    model = ErnieVilForPreTraining(ErnieVilConfig.from_pretrained(tag_dir))
+    model = AutoModelForPreTraining.from_config(AutoConfig.from_pretrained(tag_dir))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     tied = set(model._tied_weights_keys)
     if set(missing) - tied or unexpected:

@@ -1,0 +1,255 @@
+"""The CPU demo's grounded variant of ERNIE-ViL: three extras for relations, not in the paper.
+
+On a 15-minute CPU budget the paper's model learns attributes but not which two regions a masked
+relation is about (``docs/design-notes.md``). The grounded presets (``small``, ``tiny-grounded``; an
+``ErnieVilGroundedConfig``) add, beside the paper's architecture:
+
+- **co-layer box embeddings**: every co-layer adds its own learned embedding of the regions' 5-d locations
+  to the image states, as DETR re-adds its positional encodings at every layer;
+- **a grounding loss**: the cross-entropy of the image->text attention of ``grounding_co_layers``,
+  averaged over heads, against the caption position of the word that names each region (the collator's
+  ``region_word_targets``);
+- **a grounded position bias**: each region's grounded text position, where its image->text attention
+  lands, biases every text->image head by the offset from the query token to that position.
+
+Everything else, the attention functions included, is ``ernievil_ds.modeling_ernievil``'s.
+
+Shape legend: B batch, T text tokens, R image regions including [IMG], Hi image->text heads, Ht
+text->image heads (Hi = Ht = H), L grounding co-layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import initialization as init
+
+from ernievil_ds.configuration_ernievil import ErnieVilGroundedConfig
+from ernievil_ds.modeling_ernievil import (
+    CoAttentionLayerOutput,
+    ErnieVilCoAttentionLayer,
+    ErnieVilForPreTraining,
+    ErnieVilForPreTrainingOutput,
+    ErnieVilModel,
+    ErnieVilPreTrainedModel,
+    at_least_float32,
+)
+from ernievil_ds.tasks import GROUNDING_TASK, IGNORE_INDEX
+
+#: The co-layer box embeddings start at this multiple of the location projection's fan-in std: at 1x and
+#: 2x the demo's relations stay at chance through its 700 steps (docs/design-notes.md).
+BOX_EMBEDDING_INIT_SCALE = 3.0
+
+
+class GroundedPositionBias(nn.Module):
+    """A text->image attention bias from where each region is grounded in the caption.
+
+    A region's grounded position is the expected text position of its image->text attention in the same
+    co-layer, one per image->text head. Every text->image head gets, for each (token, region), a learned
+    bias by the offset from the token to that position, clamped to ``-span .. span`` and read from a table
+    (image->text head, offset, text->image head) by linear interpolation, summed over image->text heads.
+    So "the noun just before me" and "the noun two words after me", a relation's subject and object,
+    become attention targets that plain dot products do not learn to find in the CPU demo's budget.
+
+    The table starts at zero (no bias) and is multiplied by ``gain``: Adam moves a parameter by about the
+    learning rate per step whatever its gradient, and at gain 1 the biases stayed under 0.03 in 700 steps.
+    """
+
+    def __init__(self, config: ErnieVilGroundedConfig):
+        super().__init__()
+        heads = config.co_num_attention_heads
+        self.span = config.grounded_position_span
+        self.gain = float(config.grounded_position_gain)
+        self.table = nn.Parameter(torch.zeros(heads, 2 * self.span + 1, heads))  # (Hi, 2*span+1, Ht)
+
+    def forward(self, image_to_text_weights: torch.Tensor) -> torch.Tensor:
+        """image_to_text_weights (B, Hi, R, T), rows summing to 1 -> additive text->image bias (B, Ht, T, R)."""
+        weights = image_to_text_weights.float()
+        positions = torch.arange(weights.shape[-1], device=weights.device, dtype=torch.float32)  # (T,)
+        grounded = weights @ positions  # (B, Hi, R)
+        offset = (grounded[:, :, None, :] - positions[:, None]).clamp(-self.span, self.span) + self.span
+        low = offset.floor().clamp(max=2 * self.span - 1)  # (B, Hi, T, R): the table row below the offset
+        table = self.table.float() * self.gain  # (Hi, 2*span+1, Ht)
+        head = torch.arange(table.shape[0], device=weights.device)[:, None, None]  # (Hi, 1, 1)
+        index = low.long()
+        bias = torch.lerp(table[head, index], table[head, index + 1], (offset - low)[..., None])
+        return bias.sum(1).permute(0, 3, 1, 2).to(image_to_text_weights.dtype)  # (B, Ht, T, R)
+
+
+class GroundedCoAttentionLayer(ErnieVilCoAttentionLayer):
+    """The paper's co-layer with the box embedding and the grounded position bias.
+
+    The image->text direction runs first, through the eager attention function (its weights are
+    needed); with the position bias, its weights bias the text->image direction, whose attention
+    function is the config's.
+    """
+
+    def __init__(self, config: ErnieVilGroundedConfig):
+        super().__init__(config)
+        self.box_embedding = (
+            nn.Linear(config.v_loc_size, config.v_hidden_size) if config.co_layer_box_embeddings else None
+        )
+        self.position_bias = GroundedPositionBias(config) if config.grounded_position_bias else None
+        for attention in (self.text_attention.self, self.image_attention.self):
+            for projection in (attention.query, attention.key):
+                projection.init_std = projection.in_features**-0.5
+        if self.box_embedding is not None:
+            self.box_embedding.init_std = BOX_EMBEDDING_INIT_SCALE * config.v_loc_size**-0.5
+
+    def forward(
+        self,
+        text_states: torch.Tensor,
+        image_states: torch.Tensor,
+        text_mask: torch.Tensor,
+        image_mask: torch.Tensor,
+        region_locations: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> CoAttentionLayerOutput:
+        """As [`ErnieVilCoAttentionLayer`], with the regions' 5-d locations (B, R, 5); the image->text weights
+        are always computed (they ground the regions), the text->image ones with ``output_attentions``."""
+        if self.box_embedding is not None:
+            image_states = image_states + self.box_embedding(region_locations.to(image_states.dtype))
+        image_attended, image_to_text = self.image_attention(
+            image_states, text_states, text_mask, output_attentions=True
+        )
+        if self.position_bias is not None:
+            image_mask = image_mask + self.position_bias(image_to_text)  # (B, Ht, T, R)
+        text_attended, text_to_image = self.text_attention(
+            text_states, image_states, image_mask, output_attentions
+        )
+        return CoAttentionLayerOutput(
+            self.text_feed_forward(text_attended),
+            self.image_feed_forward(image_attended),
+            (text_to_image, image_to_text) if output_attentions else None,
+        )
+
+
+def grounding_loss(
+    image_to_text_weights: list[torch.Tensor], region_word_targets: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor | None:
+    """Cross-entropy of each region's image->text attention, averaged over heads and co-layers, against the
+    position of the caption word that names it.
+
+    The logits are the head-mean log attention weights: per region they differ from the head-mean
+    attention logits by a constant (each head's log-normaliser), so the softmax over text positions, and
+    the loss, are those of the head-mean logits.
+
+    Args:
+        image_to_text_weights: one (B, H, R, T) tensor per grounding co-layer, [IMG] at region 0.
+        region_word_targets: (B, R - 1): the text position of each input region's word, -100 where none.
+        attention_mask: (B, T), 1 for real tokens (padding cannot be a target).
+
+    Returns:
+        the scalar loss, averaged over (co-layer, grounded region), or None when no region is grounded.
+    """
+    grounded = region_word_targets != IGNORE_INDEX  # (B, R - 1)
+    if not grounded.any():
+        return None
+    weights = at_least_float32(torch.stack(image_to_text_weights))[:, :, :, 1:]  # (L, B, H, R - 1, T)
+    logits = weights.clamp_min(torch.finfo(weights.dtype).tiny).log().mean(2)  # (L, B, R - 1, T)
+    logits = logits.masked_fill(~attention_mask.bool()[None, :, None, :], torch.finfo(logits.dtype).min)
+    # Every layer grounds the same regions: the mean over (layer, region) is the mean over layers.
+    return F.cross_entropy(
+        logits[:, grounded].flatten(0, 1), region_word_targets[grounded].repeat(len(image_to_text_weights))
+    )
+
+
+class ErnieVilGroundedPreTrainedModel(ErnieVilPreTrainedModel):
+    config_class = ErnieVilGroundedConfig
+    config: ErnieVilGroundedConfig
+    _no_split_modules = ["ErnieVilLayer", "GroundedCoAttentionLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The paper's initialisation, except where the extras need geometry and grounding from the first
+        step: the co-attention query/key projections and the location projections start at std
+        1/sqrt(fan-in), the box embeddings at ``BOX_EMBEDDING_INIT_SCALE`` times that (both marked with
+        their ``init_std`` by ``GroundedCoAttentionLayer``), the position bias table at zero.
+
+        At std 0.02 a co-attention query.key logit starts ~0.1 from uniform, and Adam takes hundreds of steps
+        to grow both matrices before a word can single out its region; the 5-d location enters beside a
+        2048-d feature and its share of the region embedding starts ~60x smaller than the feature's.
+        """
+        super()._init_weights(module)
+        if isinstance(module, GroundedPositionBias):
+            init.zeros_(module.table)
+        elif isinstance(module, nn.Linear) and hasattr(module, "init_std"):
+            init.normal_(module.weight, mean=0.0, std=module.init_std)
+        elif isinstance(module, nn.Linear) and module.in_features == self.config.v_loc_size:
+            # The image embeddings' location projection, the encoder's one other 5-input layer.
+            init.normal_(module.weight, mean=0.0, std=module.in_features**-0.5)
+
+
+class ErnieVilGroundedModel(ErnieVilGroundedPreTrainedModel, ErnieVilModel):
+    """[`ErnieVilModel`] with grounded co-layers, which also read the regions' locations."""
+
+    co_layer_class = GroundedCoAttentionLayer
+
+    def co_layer_inputs(self, region_locations: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"region_locations": region_locations}
+
+
+@dataclass
+class ErnieVilGroundedForPreTrainingOutput(ErnieVilForPreTrainingOutput):
+    r"""[`ErnieVilForPreTrainingOutput`] plus the grounding loss.
+
+    grounding_loss: cross-entropy of each grounded region's image->text attention against the position of
+        the caption word that names it, averaged over `config.grounding_co_layers`; its weight in `loss` is
+        `config.task_loss_weights["grounding"]`.
+    """
+
+    grounding_loss: torch.FloatTensor | None = None
+
+
+class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilForPreTraining):
+    """[`ErnieVilForPreTraining`] on the grounded encoder, with the grounding loss."""
+
+    encoder_class = ErnieVilGroundedModel
+
+    def forward(
+        self, region_word_targets: torch.LongTensor | None = None, **inputs
+    ) -> ErnieVilGroundedForPreTrainingOutput:
+        r"""
+        Takes [`ErnieVilForPreTraining`]'s inputs (by keyword), plus:
+
+            region_word_targets (`torch.LongTensor` of shape `(batch_size, num_regions)`): for each input
+                region, the text position of the caption word that names it, -100 where none does; the
+                grounding loss's target.
+        """
+        if region_word_targets is None:
+            return ErnieVilGroundedForPreTrainingOutput(**super().forward(**inputs))
+        if not self.config.grounding_co_layers:
+            raise ValueError(
+                "region_word_targets were given but this model computes no grounding loss "
+                "(config.grounding_co_layers is empty)"
+            )
+        wants_attentions = inputs.pop("output_attentions", False)
+        outputs = super().forward(**inputs, output_attentions=True)
+        text_keep = inputs.get("attention_mask")
+        text_keep = torch.ones_like(inputs["input_ids"]) if text_keep is None else text_keep
+        image_to_text = [outputs.co_attentions[i][1] for i in self.config.grounding_co_layers]
+        loss = grounding_loss(image_to_text, region_word_targets, text_keep)
+        total = outputs.loss
+        if loss is not None:
+            weighted = self.config.task_loss_weights[GROUNDING_TASK] * loss
+            total = weighted if total is None else total + weighted
+        return ErnieVilGroundedForPreTrainingOutput(
+            **{
+                **outputs,
+                "loss": total,
+                "co_attentions": outputs.co_attentions if wants_attentions else None,
+            },
+            grounding_loss=loss,
+        )
+
+
+__all__ = [
+    "ErnieVilGroundedForPreTraining",
+    "ErnieVilGroundedForPreTrainingOutput",
+    "ErnieVilGroundedModel",
+    "GroundedCoAttentionLayer",
+    "GroundedPositionBias",
+    "grounding_loss",
+]
