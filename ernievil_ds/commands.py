@@ -7,16 +7,22 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="print a preset's parameter count per component")
-    info.add_argument("--preset", default="base", help="tiny, small, base or large (default: base)")
+    info.add_argument(
+        "--preset", default="base", help="tiny, tiny-grounded, small, base or large (default: base)"
+    )
     info.set_defaults(func=run_info)
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForPreTraining
+
     from ernievil_ds.configuration_ernievil import ErnieVilConfig
-    from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, count_parameters_by_component
+    from ernievil_ds.modeling_ernievil import count_parameters_by_component
 
     config = ErnieVilConfig.from_preset(args.preset)
-    model = ErnieVilForPreTraining(config)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation time
+        model = AutoModelForPreTraining.from_config(config)
     counts = count_parameters_by_component(model)
     width = max(len(name) for name in counts)
     print(f"ERNIE-ViL {args.preset}: parameters per component")

@@ -1,7 +1,8 @@
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError
+from transformers import AutoConfig
 
-from ernievil_ds import PRESETS, ErnieVilConfig
+from ernievil_ds import PRESETS, ErnieVilConfig, ErnieVilGroundedConfig
 
 
 def test_base_defaults_are_the_official_numbers():
@@ -67,7 +68,20 @@ def test_small_preset_has_the_minilm_text_shape():
 def test_save_and_load_round_trip(tmp_path, name):
     config = ErnieVilConfig.from_preset(name)
     config.save_pretrained(tmp_path)
-    assert ErnieVilConfig.from_pretrained(tmp_path).to_dict() == config.to_dict()
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded) is type(config)
+    assert loaded.to_diff_dict() == config.to_diff_dict()
+
+
+def test_the_preset_decides_the_config_class():
+    assert {name: type(ErnieVilConfig.from_preset(name)).__name__ for name in PRESETS} == {
+        "base": "ErnieVilConfig",
+        "large": "ErnieVilConfig",
+        "tiny": "ErnieVilConfig",
+        "small": "ErnieVilGroundedConfig",
+        "tiny-grounded": "ErnieVilGroundedConfig",
+    }
+    assert ErnieVilConfig.from_preset("small").task_loss_weights["grounding"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -81,17 +95,30 @@ def test_save_and_load_round_trip(tmp_path, name):
         ({"image_co_layer_ids": [0, 1, 2]}, "same length"),
         ({"masked_region_target": "pixels"}, "masked_region_target='pixels'"),
         ({"task_loss_weights": {"nsp": 1.0}}, "unknown tasks"),
+        ({"task_loss_weights": {"grounding": 1.0}}, r"unknown tasks \['grounding'\]"),
+    ],
+)
+def test_invalid_configs_raise_errors_that_name_the_problem(overrides, message):
+    with pytest.raises(StrictDataclassClassValidationError, match=message):
+        ErnieVilConfig(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
         (
             {"grounding_co_layers": [0, 6]},
             r"grounding_co_layers=\[0, 6\] must name distinct co-layers of the 6",
         ),
         ({"grounding_co_layers": [1, 1]}, r"grounding_co_layers=\[1, 1\] must name distinct"),
         ({"grounded_position_span": 0}, "grounded_position_span must be >= 1"),
+        ({"grounding_co_layers": [0]}, r"set attention_probs_dropout_prob to 0 \(got 0.1\)"),
+        ({"hidden_size": 100}, r"text hidden size \(100\)"),
     ],
 )
-def test_invalid_configs_raise_errors_that_name_the_problem(overrides, message):
+def test_invalid_grounded_configs_raise_errors_that_name_the_problem(overrides, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
-        ErnieVilConfig(**overrides)
+        ErnieVilGroundedConfig(**overrides)
 
 
 def test_unknown_preset_names_the_known_ones():

@@ -1,4 +1,5 @@
-"""The grounding loss and the grounded position bias (not in ERNIE-ViL; on in the tiny and small presets)."""
+"""The grounded variant's extras (not in ERNIE-ViL; the small and tiny-grounded presets): the position bias,
+the grounded co-layer, the grounding loss and the extras' initialisation."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import math
 import pytest
 import torch
 from torch.nn import functional as F
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
-from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
-from ernievil_ds.modeling_ernievil import ErnieVilGroundedPositionBias
-from tests.test_modeling import encoder_inputs
+from ernievil_ds import ErnieVilConfig, ErnieVilGroundedForPreTraining
+from ernievil_ds.grounding import GroundedPositionBias
 
 
 def test_position_bias_reads_the_table_at_each_regions_offset_by_hand():
     """Two image->text heads, two text->image heads, span 2: hand-computed table reads."""
-    config = ErnieVilConfig.from_preset("tiny", grounded_position_span=2, grounded_position_gain=10.0)
-    bias_module = ErnieVilGroundedPositionBias(config)
+    config = ErnieVilConfig.from_preset(
+        "tiny-grounded", grounded_position_span=2, grounded_position_gain=10.0
+    )
+    bias_module = GroundedPositionBias(config)
     with (
         torch.no_grad()
     ):  # table[hi, offset + span, ht] = 100 * hi + 10 * (offset + span) + ht, over the gain
@@ -117,10 +120,10 @@ def scores_mean_over_heads(layer, text, image):
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
-def test_co_layer_with_the_position_bias_matches_a_float64_reference(tiny_config, attn_implementation):
+def test_co_layer_with_the_position_bias_matches_a_float64_reference(grounded_config, attn_implementation):
     torch.manual_seed(0)
-    config = copy.deepcopy(tiny_config)
-    model = ErnieVilForPreTraining(config).eval()
+    config = copy.deepcopy(grounded_config)
+    model = ErnieVilGroundedForPreTraining(config).eval()
     model.set_attn_implementation(attn_implementation)
     layer = model.ernievil.co_layers[0]
     with torch.no_grad():
@@ -134,74 +137,137 @@ def test_co_layer_with_the_position_bias_matches_a_float64_reference(tiny_config
         for keep in (text_keep, image_keep)
     ]
     with torch.no_grad():
-        text_out, image_out, scores, attentions = layer(
-            text, image, *masks, locations, output_attentions=True
-        )
-    ref_text, ref_image, ref_scores, ref_attentions = _reference_co_layer(
+        text_out, image_out, attentions = layer(text, image, *masks, locations, output_attentions=True)
+    ref_text, ref_image, _, ref_attentions = _reference_co_layer(
         layer, text, image, text_keep, image_keep, locations, config.grounded_position_span, 20.0
     )
     torch.testing.assert_close(text_out[text_keep].double(), ref_text[text_keep], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(image_out.double(), ref_image, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(scores.double(), ref_scores, atol=1e-4, rtol=1e-4)
     for weights, reference in zip(attentions, ref_attentions):  # text->image, image->text
         torch.testing.assert_close(weights.double(), reference, atol=1e-5, rtol=1e-4)
-    with torch.no_grad():  # without output_attentions the layer takes the fused path, to the same result
-        fused_text, fused_image, _, no_attentions = layer(text, image, *masks, locations)
+    with (
+        torch.no_grad()
+    ):  # without output_attentions text->image takes the config's function, to the same result
+        plain_text, plain_image, no_attentions = layer(text, image, *masks, locations)
     assert no_attentions is None
-    torch.testing.assert_close(fused_text[text_keep], text_out[text_keep], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused_image, image_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain_text[text_keep], text_out[text_keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain_image, image_out, atol=1e-5, rtol=1e-5)
 
 
-def test_grounding_loss_matches_an_independent_float64_computation(tiny_config, batch_factory):
-    torch.manual_seed(0)
-    model = ErnieVilForPreTraining(tiny_config).double().eval()
-    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch_factory(tiny_config).items()}
-    assert tiny_config.grounding_co_layers == [0, 1]
+def test_grounding_loss_matches_an_independent_float64_computation(
+    grounded_config, batch_factory, pretraining_model
+):
+    """The head-mean attention logits of every grounding co-layer, computed here from the layer's weights in
+    float64, against each region's target position; the model takes them from the attention weights."""
+    model = pretraining_model(grounded_config).double().eval()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch_factory(grounded_config).items()}
+    assert grounded_config.grounding_co_layers == [0, 1]
     captured = {}
-    for index in tiny_config.grounding_co_layers:
+    for index in grounded_config.grounding_co_layers:
         model.ernievil.co_layers[index].register_forward_pre_hook(
-            lambda module, args, index=index: captured.update({index: args})
+            lambda module, args, kwargs, index=index: captured.update({index: (args, kwargs)}),
+            with_kwargs=True,
         )
     out = model(**batch)
     targets = batch["region_word_targets"]
     grounded = targets != -100
     per_layer = []
-    for index in tiny_config.grounding_co_layers:
+    for index in grounded_config.grounding_co_layers:
         layer = model.ernievil.co_layers[index]
-        text, image, _, _, locations, _ = captured[index]
-        image = image + layer.box_embedding(locations.to(image.dtype))
+        (text, image, _, _), kwargs = captured[index]
+        image = image + layer.box_embedding(kwargs["region_locations"].to(image.dtype))
         logits = scores_mean_over_heads(layer, text, image)[:, 1:]  # (B, R, T) without [IMG]
         logits = logits.masked_fill(~batch["attention_mask"].bool()[:, None, :], -math.inf)
         per_layer.append(F.cross_entropy(logits[grounded], targets[grounded]))
     torch.testing.assert_close(out.grounding_loss, sum(per_layer) / len(per_layer))
 
 
-def test_grounding_weight_scales_the_loss_and_targets_need_a_grounding_layer(tiny_config, batch_factory):
-    torch.manual_seed(0)
-    model = ErnieVilForPreTraining(tiny_config).eval()
-    batch = batch_factory(tiny_config)
+def test_grounding_weight_scales_the_loss_and_targets_need_a_grounding_layer(
+    grounded_config, batch_factory, pretraining_model
+):
+    model = pretraining_model(grounded_config).eval()
+    batch = batch_factory(grounded_config)
     full = model(**batch)
     model.config.task_loss_weights = {**model.config.task_loss_weights, "grounding": 0.25}
     weighted = model(**batch)
     torch.testing.assert_close(weighted.loss, full.loss - 0.75 * full.grounding_loss)
+    assert full.co_attentions is None  # read for the loss, returned only when asked for
 
-    torch.manual_seed(0)
-    without = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny", grounding_co_layers=[]))
+    without = pretraining_model(ErnieVilConfig.from_preset("tiny-grounded", grounding_co_layers=[]))
     with pytest.raises(ValueError, match="no grounding loss"):
         without(**batch)
     batch.pop("region_word_targets")
     assert without(**batch).grounding_loss is None
-    assert without.ernievil(**encoder_inputs(batch)).grounding_scores is None
 
 
-def test_a_position_bias_that_starts_at_zero_changes_nothing(tiny_config, batch_factory):
+def test_no_grounded_region_leaves_the_other_losses_alone(grounded_config, batch_factory, pretraining_model):
+    model = pretraining_model(grounded_config).eval()
+    batch = batch_factory(grounded_config)
+    batch["region_word_targets"][:] = -100
+    out = model(**batch)
+    assert out.grounding_loss is None
+    batch.pop("region_word_targets")
+    torch.testing.assert_close(out.loss, model(**batch).loss)
+
+
+def test_a_position_bias_that_starts_at_zero_changes_nothing(
+    grounded_config, batch_factory, pretraining_model
+):
     """The table starts at zero, so a fresh model with the bias computes what one without it does."""
-    torch.manual_seed(0)
-    with_bias = ErnieVilForPreTraining(tiny_config).eval()
-    plain = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny", grounded_position_bias=False)).eval()
+    with_bias = pretraining_model(grounded_config).eval()
+    plain = pretraining_model(
+        ErnieVilConfig.from_preset("tiny-grounded", grounded_position_bias=False)
+    ).eval()
     state = {k: v for k, v in with_bias.state_dict().items() if "position_bias" not in k}
     plain.load_state_dict(state)
     assert all(torch.all(layer.position_bias.table == 0) for layer in with_bias.ernievil.co_layers)
-    batch = batch_factory(tiny_config)
+    batch = batch_factory(grounded_config)
     with torch.no_grad():
         torch.testing.assert_close(with_bias(**batch).loss, plain(**batch).loss)
+
+
+def test_the_grounded_presets_start_geometry_and_grounding_at_fan_in_std(grounded_config, pretraining_model):
+    """Co-attention queries/keys and the location projection at 1/sqrt(fan-in), box embeddings at 3x that;
+    every other weight at the paper's std."""
+    model = pretraining_model(grounded_config).ernievil
+    for layer in model.co_layers:
+        for attention in (layer.text_attention.self, layer.image_attention.self):
+            for projection in (attention.query, attention.key):
+                assert projection.weight.std().item() == pytest.approx(projection.in_features**-0.5, rel=0.15)
+                assert torch.all(projection.bias == 0)
+            assert attention.value.weight.std().item() == pytest.approx(0.02 * 0.8796, rel=0.15)
+        assert layer.box_embedding.weight.std().item() == pytest.approx(3 * 5**-0.5, rel=0.3)
+    location = model.image_embeddings.location_projection
+    assert location.weight.std().item() == pytest.approx(5**-0.5, rel=0.3)
+    assert model.text_layers[0].attention.self.query.weight.abs().max() <= 0.04
+
+
+@pytest.mark.parametrize("box_embeddings", [True, False])
+def test_co_layer_box_embeddings_carry_the_boxes_into_every_co_layer(
+    grounded_config, batch_factory, encoder_inputs, box_embeddings
+):
+    """With the image embeddings' location projection zeroed, the boxes reach the text stream through the
+    co-layers' box embeddings, and only through them."""
+    config = copy.deepcopy(grounded_config)
+    config.co_layer_box_embeddings = box_embeddings
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config).eval()
+    with torch.no_grad():
+        model.image_embeddings.location_projection.weight.zero_()
+        model.image_embeddings.location_projection.bias.zero_()
+    batch = encoder_inputs(batch_factory(config))
+    moved = dict(batch, region_boxes=batch["region_boxes"] * 0.5)  # every real box moves, stays valid
+    with torch.no_grad():
+        text, moved_text = (model(**inputs).text_hidden_states for inputs in (batch, moved))
+    changed = (text - moved_text)[batch["attention_mask"].bool()].abs().max().item()
+    assert changed > 1e-3 if box_embeddings else changed == 0.0
+
+
+def test_a_grounded_model_round_trips_through_the_auto_classes(grounded_config, tmp_path, pretraining_model):
+    model = pretraining_model(grounded_config)
+    model.save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "ernievil_grounded"
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path)
+    assert type(loaded) is ErnieVilGroundedForPreTraining
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name

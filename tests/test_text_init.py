@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from transformers import BertModel
+from transformers import AutoModelForPreTraining, BertModel
 
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
 from ernievil_ds.assets import minilm_dir
@@ -24,7 +24,7 @@ def bert_dir():
 def test_text_stream_equals_bert_before_the_first_co_layer(bert_dir):
     torch.manual_seed(0)
     config = ErnieVilConfig.from_preset("small")
-    model = ErnieVilForPreTraining(config).eval()
+    model = AutoModelForPreTraining.from_config(config).eval()
     report = init_text_stream_from_bert(model, bert_dir)
     bert = BertModel.from_pretrained(bert_dir).eval()
 
@@ -61,13 +61,13 @@ def test_a_checkpoint_of_another_shape_is_refused_with_the_differences_named(ber
     model = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny"))
     with pytest.raises(ValueError, match=r"hidden_size: checkpoint 384 vs model 32"):
         init_text_stream_from_bert(model, bert_dir)
-    deeper = ErnieVilForPreTraining(ErnieVilConfig.from_preset("small", num_hidden_layers=7))
+    deeper = AutoModelForPreTraining.from_config(ErnieVilConfig.from_preset("small", num_hidden_layers=7))
     with pytest.raises(ValueError, match=r"num_hidden_layers: checkpoint 6 < model 7"):
         init_text_stream_from_bert(deeper, bert_dir)
 
 
 def test_missing_checkpoint_files(tmp_path, bert_dir):
-    model = ErnieVilForPreTraining(ErnieVilConfig.from_preset("small"))
+    model = AutoModelForPreTraining.from_config(ErnieVilConfig.from_preset("small"))
     with pytest.raises(FileNotFoundError, match=r"config\.json does not exist"):
         init_text_stream_from_bert(model, tmp_path)
     shutil.copy(bert_dir / "config.json", tmp_path / "config.json")

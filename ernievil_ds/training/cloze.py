@@ -3,6 +3,7 @@ recovery of it, with the true image and with a mismatched one; the gap measures 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -148,4 +149,40 @@ def format_cloze_table(results: dict) -> str:
             f"{node:<10} {true['count']:>6}  {true['top1']:>9.3f} {true['top5']:>9.3f}  "
             f"{mism['top1']:>9.3f} {mism['top5']:>9.3f}  {results['gap_top1'][node]:>+8.3f}"
         )
+    return "\n".join(lines)
+
+
+def run_cloze_per_checkpoint(
+    run_dir: str | Path, data_dir: str | Path, device: str | torch.device | None = None, **cloze_options
+) -> dict[int, dict]:
+    """The cloze (``run_cloze``) at every complete checkpoint of a pretraining run, by step: when along
+    training do objects, attributes and relations start to use the image?
+
+    Each checkpoint is exported to a temporary Hugging Face directory with DeepSpeed's ``zero_to_fp32``, as
+    ``ernievil-ds export`` does. Train with ``--save-every N --keep-checkpoints K`` to keep the points.
+
+    Raises:
+        FileNotFoundError: when the run holds no complete checkpoint.
+    """
+    from ernievil_ds.training.checkpoint import complete_checkpoints
+    from ernievil_ds.training.export import export_checkpoint
+
+    checkpoints = complete_checkpoints(Path(run_dir) / "checkpoints")
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint")
+    curve = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for step, tag_dir in tqdm(checkpoints, desc="checkpoints"):
+            hf_dir = export_checkpoint(tag_dir, Path(tmp) / tag_dir.name)
+            curve[step] = run_cloze(hf_dir, data_dir, device=device, **cloze_options)
+    return curve
+
+
+def format_cloze_curve(curve: dict[int, dict]) -> str:
+    """A Markdown table: one row per checkpoint step, top-1 with the true image (and the gap) per node type."""
+    types = list(NODE_TYPE_NAMES.values())
+    lines = ["| step | " + " | ".join(types) + " |", "| ---: |" + " ---: |" * len(types)]
+    for step, results in curve.items():
+        cells = [f"{results['true_image'][t]['top1']:.3f} ({results['gap_top1'][t]:+.3f})" for t in types]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

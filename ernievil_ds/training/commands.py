@@ -16,7 +16,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=run_export)
 
     cloze = subparsers.add_parser("eval-cloze", help="mask each scene-graph node in turn; accuracy per type")
-    cloze.add_argument("--model", type=Path, required=True, help="an exported model directory")
+    what = cloze.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", type=Path, help="an exported model directory")
+    what.add_argument(
+        "--every-checkpoint",
+        type=Path,
+        metavar="RUN_DIR",
+        help="score every complete checkpoint of a pretraining run (its --output-dir), one row per step",
+    )
     cloze.add_argument(
         "--data", type=Path, help="a prepared data directory (default: the built-in SynthScenes)"
     )
@@ -42,16 +49,19 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_eval_cloze(args: argparse.Namespace) -> int:
-    from ernievil_ds.training.cloze import format_cloze_table, run_cloze
-    from ernievil_ds.training.pretrain import default_synth_dir
+    from ernievil_ds.data import default_synth_dir
+    from ernievil_ds.training import cloze
 
     data = args.data or default_synth_dir()
     if not data.is_dir():
         raise FileNotFoundError(f"No data at {data}: pass --data DIR (a prepared data directory)")
-    results = run_cloze(
-        args.model, data, split=args.split, max_examples=args.max_examples, device=args.device
-    )
-    print(json.dumps(results, indent=2) if args.json else format_cloze_table(results))
+    options = {"split": args.split, "max_examples": args.max_examples, "device": args.device}
+    if args.every_checkpoint is not None:
+        curve = cloze.run_cloze_per_checkpoint(args.every_checkpoint, data, **options)
+        print(json.dumps(curve, indent=2) if args.json else cloze.format_cloze_curve(curve))
+        return 0
+    results = cloze.run_cloze(args.model, data, **options)
+    print(json.dumps(results, indent=2) if args.json else cloze.format_cloze_table(results))
     return 0
 
 

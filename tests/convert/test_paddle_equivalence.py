@@ -25,7 +25,7 @@ import torch
 from transformers import AutoModel
 
 import ernievil_ds  # noqa: F401  (registers the Auto classes)
-from tests.convert.test_paddle_checkpoint import SMALL_FEATURE_SIZE, SMALL_OFFICIAL_CONFIG, write_vocab
+from tests.convert.official_release import SMALL_FEATURE_SIZE, SMALL_OFFICIAL_CONFIG, write_vocab
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("paddle") is None,

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ernievil_ds.data import TASK_IDS, SGPCollator, collate_cloze, load_pretraining_split
+from ernievil_ds.data import SGPCollator, collate_cloze, load_pretraining_split
 from ernievil_ds.data.collator import region_word_targets
 from ernievil_ds.data.synth import detector_class_names
+from ernievil_ds.tasks import MLM_TASK_ID, NODE_TYPE_IDS
 
 MODEL_KEYS = {
     "input_ids",
@@ -97,7 +98,7 @@ def test_masking_rates(examples, tokenizer):
                     node_kept += (ids[wordpieces] == labels[wordpieces]).all()
             length = len(example["input_ids"])
             free = ~in_nodes[1 : length - 1]  # caption tokens outside every node
-            mlm = batch["task_ids"][i, 1 : length - 1].numpy() == TASK_IDS["mlm"]
+            mlm = batch["task_ids"][i, 1 : length - 1].numpy() == MLM_TASK_ID
             tokens += free.sum()
             chosen_tokens += (mlm & free).sum()
             predicted = np.flatnonzero(mlm) + 1
@@ -107,13 +108,13 @@ def test_masking_rates(examples, tokenizer):
         masked += batch["masked_regions"].sum().item()
         zeroed += (batch["region_features"][batch["masked_regions"]].abs().sum(-1) == 0).sum().item()
     for node_type in ("object", "attribute", "relation"):  # each type on its own, as in the paper
-        rate = chosen_nodes[TASK_IDS[node_type]] / nodes[TASK_IDS[node_type]]
+        rate = chosen_nodes[NODE_TYPE_IDS[node_type]] / nodes[NODE_TYPE_IDS[node_type]]
         assert abs(rate - 0.3) < 0.03, (node_type, rate)
     assert abs(chosen_tokens / tokens - 0.15) < 0.02
     node_share = (node_masked / chosen_nodes.sum(), node_kept / chosen_nodes.sum())
     assert abs(node_share[0] - 0.8) < 0.05 and abs(node_share[1] - 0.1) < 0.04
     token_predicted = sum(
-        (b["task_ids"] == TASK_IDS["mlm"]).sum().item() for _, b in _batches(examples, collator)
+        (b["task_ids"] == MLM_TASK_ID).sum().item() for _, b in _batches(examples, collator)
     )
     assert abs(token_masked / token_predicted - 0.8) < 0.04 and abs(token_kept / token_predicted - 0.1) < 0.03
     assert abs(masked / regions - 0.15) < 0.02
@@ -133,7 +134,7 @@ def test_node_mask_rate_per_type(examples, tokenizer):
         for i, example in enumerate(chunk):
             expected = np.full(batch["task_ids"].shape[1], -100)
             for node_type, wordpieces in zip(example["node_types"], example["node_wordpieces"]):
-                if node_type == TASK_IDS["relation"]:
+                if node_type == NODE_TYPE_IDS["relation"]:
                     expected[wordpieces] = node_type
             np.testing.assert_array_equal(batch["task_ids"][i].numpy(), expected)
 
@@ -190,7 +191,7 @@ def test_mismatched_pairs_have_no_token_targets_and_are_masked_alike(examples, t
 def test_no_sgp_predicts_plain_tokens_only(examples, tokenizer):
     batch = SGPCollator(tokenizer, sgp=False, itm_negative_prob=0.0)(examples[:64])
     predicted = batch["task_ids"][batch["task_ids"] != -100]
-    assert len(predicted) > 0 and (predicted == TASK_IDS["mlm"]).all()
+    assert len(predicted) > 0 and (predicted == MLM_TASK_ID).all()
 
 
 def test_deterministic_per_seed_epoch_and_examples(examples, tokenizer):

@@ -1,4 +1,5 @@
-"""Fixtures of the scene-graph tests: one spaCy pipeline per session, the dev set and its parses."""
+"""Fixtures of the scene-graph tests: one spaCy pipeline per session, the dev set and its parses, the
+reference scorer, and a readable form of a graph."""
 
 from __future__ import annotations
 
@@ -38,3 +39,33 @@ def dev_set() -> list[dict]:
 def dev_predictions(parser, dev_set) -> list[dict]:
     """The parser's graphs of the dev captions, in order."""
     return list(parser.parse_stream(example["caption"] for example in dev_set))
+
+
+@pytest.fixture(scope="session")
+def scorer_script() -> Path:
+    """The reference scorer of the gold dev set (skips when shared/ is not beside the repository)."""
+    if not SCORER_SCRIPT.is_file():
+        pytest.skip(f"shared scoring script not found at {SCORER_SCRIPT.resolve()}")
+    return SCORER_SCRIPT
+
+
+@pytest.fixture(scope="session")
+def readable():
+    """``readable(graph)``: names and the caption text under every span, relations and attributes sorted."""
+
+    def readable(graph: dict) -> dict:
+        """Names and the caption text under every span, with relations and attributes sorted."""
+        caption = graph["caption"]
+        names = [o["name"] for o in graph["objects"]]
+        return {
+            "objects": [(o["name"], caption[slice(*o["span"])]) for o in graph["objects"]],
+            "attributes": sorted(
+                (names[a["object"]], a["name"], caption[slice(*a["span"])]) for a in graph["attributes"]
+            ),
+            "relations": sorted(
+                (names[r["subject"]], r["name"], names[r["object"]], caption[slice(*r["span"])])
+                for r in graph["relations"]
+            ),
+        }
+
+    return readable

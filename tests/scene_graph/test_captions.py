@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scene_graph.test_rules import readable
-
 CAPTIONS = {
     "compound nouns": [
         ("a man holding a tennis racket", [("man", "man"), ("tennis racket", "tennis racket")], [],
@@ -129,7 +127,7 @@ ROWS = [(phenomenon, *row) for phenomenon, rows in CAPTIONS.items() for row in r
 @pytest.mark.parametrize(
     "phenomenon, caption, objects, attributes, relations", ROWS, ids=[f"{row[0]}: {row[1]}" for row in ROWS]
 )
-def test_hand_checked_caption(parser, phenomenon, caption, objects, attributes, relations):
+def test_hand_checked_caption(parser, phenomenon, caption, objects, attributes, relations, readable):
     assert readable(parser.parse(caption)) == {
         "objects": objects,
         "attributes": sorted(attributes),

@@ -27,22 +27,6 @@ def annotated_doc(rows: list[tuple], no_space_after: tuple[int, ...] = ()) -> Do
     return Doc(VOCAB, words=words, spaces=spaces, tags=tags, pos=pos, deps=deps, heads=heads, lemmas=lemmas)
 
 
-def readable(graph: dict) -> dict:
-    """Names and the caption text under every span, with relations and attributes sorted."""
-    caption = graph["caption"]
-    names = [o["name"] for o in graph["objects"]]
-    return {
-        "objects": [(o["name"], caption[slice(*o["span"])]) for o in graph["objects"]],
-        "attributes": sorted(
-            (names[a["object"]], a["name"], caption[slice(*a["span"])]) for a in graph["attributes"]
-        ),
-        "relations": sorted(
-            (names[r["subject"]], r["name"], names[r["object"]], caption[slice(*r["span"])])
-            for r in graph["relations"]
-        ),
-    }
-
-
 MAN_HOLDING_RACKET = [
     ("a", "DT", "DET", "det", 1, "a"),
     ("man", "NN", "NOUN", "ROOT", 1, "man"),
@@ -186,17 +170,17 @@ def test_material_compound_is_an_attribute_and_adjectives_on_it_reach_the_head()
     assert sorted(a.name for a in find_attributes(doc, objects)) == ["metal", "red"]
 
 
-def test_hyphenated_compound_keeps_its_hyphen():
+def test_hyphenated_compound_keeps_its_hyphen(readable):
     graph = build_scene_graph(annotated_doc(A_TSHIRT, no_space_after=(1, 2)))
     assert readable(graph)["objects"] == [("t-shirt", "t-shirt")]
 
 
-def test_coordinated_adjectives_are_two_attributes():
+def test_coordinated_adjectives_are_two_attributes(readable):
     graph = readable(build_scene_graph(annotated_doc(ORANGE_AND_BLACK_SIGN)))
     assert graph["attributes"] == [("sign", "black", "black"), ("sign", "orange", "orange")]
 
 
-def test_predicative_coordinated_adjectives_attach_to_the_subject():
+def test_predicative_coordinated_adjectives_attach_to_the_subject(readable):
     graph = readable(build_scene_graph(annotated_doc(SHIRT_IS_RED_AND_WHITE)))
     assert graph == {
         "objects": [("shirt", "shirt")],
@@ -220,18 +204,18 @@ def test_verb_and_preposition_make_a_lemma_predicate_spanning_both_words():
         (THERE_IS_A_DOG_ON_THE_COUCH, ("dog", "on", "couch", "on")),
     ],
 )
-def test_phrasal_and_copular_prepositions(rows, expected):
+def test_phrasal_and_copular_prepositions(rows, expected, readable):
     graph = readable(build_scene_graph(annotated_doc(rows)))
     assert graph["relations"] == [expected]
     assert len(graph["objects"]) == 2  # "left", "front" are part of the preposition, not objects
 
 
-def test_passive_with_agent_is_turned_active():
+def test_passive_with_agent_is_turned_active(readable):
     graph = readable(build_scene_graph(annotated_doc(BEAR_SURROUNDED_BY_TREES)))
     assert graph["relations"] == [("tree", "surround", "bear", "surrounded")]
 
 
-def test_possessives_become_have_spanning_the_possessive_word():
+def test_possessives_become_have_spanning_the_possessive_word(readable):
     assert ("man", "have", "dog", "his") in readable(build_scene_graph(annotated_doc(MAN_WITH_HIS_DOG)))[
         "relations"
     ]
@@ -247,17 +231,17 @@ def test_with_predicate_setting_names_with_relations():
     assert {r.name for r in find_relations(doc, find_objects(doc))} == {"with", "have"}
 
 
-def test_coordinated_subjects_share_the_relation_and_the_lemma_is_repaired():
+def test_coordinated_subjects_share_the_relation_and_the_lemma_is_repaired(readable):
     graph = readable(build_scene_graph(annotated_doc(MAN_AND_WOMAN_RIDING_HORSES)))
     assert graph["relations"] == [("man", "ride", "horse", "riding"), ("woman", "ride", "horse", "riding")]
 
 
-def test_pronoun_after_with_refers_back_to_the_holder():
+def test_pronoun_after_with_refers_back_to_the_holder(readable):
     graph = readable(build_scene_graph(annotated_doc(GLASS_WITH_WATER_IN_IT)))
     assert graph["relations"] == [("glass", "with", "water", "with"), ("water", "in", "glass", "in")]
 
 
-def test_relative_clause_about_its_object():
+def test_relative_clause_about_its_object(readable):
     graph = readable(build_scene_graph(annotated_doc(ROPE_THE_MAN_IS_HOLDING)))
     assert graph["relations"] == [("man", "hold", "rope", "holding")]
 

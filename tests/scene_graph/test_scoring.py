@@ -8,7 +8,6 @@ import pytest
 
 from ernievil_ds.scene_graph import normalize, score_graphs
 from ernievil_ds.scene_graph.scoring import graph_names, graph_tuples
-from tests.scene_graph.conftest import SCORER_SCRIPT
 
 
 @pytest.mark.parametrize(
@@ -60,10 +59,8 @@ def test_lengths_must_agree():
         score_graphs([PARSED], [GOLD, GOLD])
 
 
-def test_same_numbers_as_the_shared_scoring_script(dev_set, dev_predictions):
-    if not SCORER_SCRIPT.is_file():
-        pytest.skip(f"shared scoring script not found at {SCORER_SCRIPT.resolve()}")
-    spec = importlib.util.spec_from_file_location("score_scene_graphs", SCORER_SCRIPT)
+def test_same_numbers_as_the_shared_scoring_script(dev_set, dev_predictions, scorer_script):
+    spec = importlib.util.spec_from_file_location("score_scene_graphs", scorer_script)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     by_caption = {example["caption"]: graph_names(graph) for example, graph in zip(dev_set, dev_predictions)}

@@ -20,12 +20,13 @@ def synth_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synth_cache")
 
 
-def run_pretrain(
+def _run_pretrain(
     output_dir: Path,
     cache: Path,
     *extra: str,
     num_procs: int = 2,
     config: str = "cpu_fp32.json",
+    preset: str = "tiny",
     env: dict | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess:
@@ -42,7 +43,7 @@ def run_pretrain(
         "--deepspeed",
         str(REPO / "ds_configs" / config),
         "--preset",
-        "tiny",
+        preset,
         "--synth-train-images",
         "120",
         "--synth-eval-images",
@@ -61,5 +62,18 @@ def run_pretrain(
     return result
 
 
-def train_records(output_dir: Path) -> list[dict]:
+def _train_records(output_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def run_pretrain():
+    """``run_pretrain(output_dir, cache, *flags, num_procs=2, config=..., preset="tiny", env=None, check=True)``:
+    the real ``deepspeed`` launcher on a small SynthScenes."""
+    return _run_pretrain
+
+
+@pytest.fixture
+def train_records():
+    """``train_records(output_dir)``: the records of a run's ``metrics.jsonl``."""
+    return _train_records

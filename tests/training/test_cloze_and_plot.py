@@ -7,7 +7,13 @@ import json
 import pytest
 import torch
 
-from ernievil_ds.training.cloze import format_cloze_table, node_hits, run_cloze
+from ernievil_ds.training.cloze import (
+    format_cloze_curve,
+    format_cloze_table,
+    node_hits,
+    run_cloze,
+    run_cloze_per_checkpoint,
+)
 from ernievil_ds.training.plot import plot_metrics
 
 
@@ -27,18 +33,50 @@ def test_a_multi_wordpiece_node_is_right_only_when_every_wordpiece_is():
     assert node_hits(logits, labels, targets) == [(True, True), (False, True), (False, False)]
 
 
-def test_cloze_table_lists_each_node_type_and_the_gap():
+def test_cloze_table_gives_every_node_type_its_own_row():
+    """Every number distinct, so a row that shows another type's figure or a swapped column fails."""
+    types = ("object", "attribute", "relation")
     results = {
         "true_image": {
-            t: {"top1": 0.9, "top5": 1.0, "count": 10} for t in ("object", "attribute", "relation")
+            t: {"top1": 0.91 + i / 100, "top5": 0.95 + i / 100, "count": 10 + i} for i, t in enumerate(types)
         },
         "mismatched_image": {
-            t: {"top1": 0.2, "top5": 0.5, "count": 10} for t in ("object", "attribute", "relation")
+            t: {"top1": 0.21 + i / 100, "top5": 0.51 + i / 100, "count": 10 + i} for i, t in enumerate(types)
         },
-        "gap_top1": {t: 0.7 for t in ("object", "attribute", "relation")},
+        "gap_top1": {t: 0.7 + i / 10 for i, t in enumerate(types)},
     }
-    table = format_cloze_table(results)
-    assert "relation" in table and "+0.700" in table and "0.900" in table
+    lines = format_cloze_table(results).splitlines()
+    assert len(lines) == 2 + len(types)
+    for i, (node, line) in enumerate(zip(types, lines[2:])):
+        assert line.split() == [
+            node,
+            str(10 + i),
+            f"{0.91 + i / 100:.3f}",
+            f"{0.95 + i / 100:.3f}",
+            f"{0.21 + i / 100:.3f}",
+            f"{0.51 + i / 100:.3f}",
+            f"{0.7 + i / 10:+.3f}",
+        ]
+
+
+def test_cloze_curve_gives_one_row_per_step():
+    types = ("object", "attribute", "relation")
+    curve = {
+        step: {
+            "true_image": {t: {"top1": step / 1000 + i / 100} for i, t in enumerate(types)},
+            "gap_top1": {t: step / 2000 + i / 100 for i, t in enumerate(types)},
+        }
+        for step in (100, 200)
+    }
+    lines = format_cloze_curve(curve).splitlines()
+    assert lines[0] == "| step | object | attribute | relation |"
+    assert lines[2] == "| 100 | 0.100 (+0.050) | 0.110 (+0.060) | 0.120 (+0.070) |"
+    assert lines[3] == "| 200 | 0.200 (+0.100) | 0.210 (+0.110) | 0.220 (+0.120) |"
+
+
+def test_cloze_per_checkpoint_needs_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no complete checkpoint"):
+        run_cloze_per_checkpoint(tmp_path, tmp_path)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")

@@ -4,12 +4,15 @@ and the batch arithmetic the issue asks for."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
 from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
+from ernievil_ds.training.schedules import noam_schedule
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.json"))
@@ -36,7 +39,7 @@ def test_v100_config_is_the_paper_recipe_in_fp16():
     assert config["optimizer"]["params"]["lr"] == 1e-4
     assert config["optimizer"]["params"]["weight_decay"] == 0.01
     assert config["gradient_clipping"] == 1.0
-    assert config["scheduler"]["type"] == "WarmupDecayLR"
+    assert "scheduler" not in config  # the run uses the paper's Noam schedule
     zero = config["zero_optimization"]
     assert zero["overlap_comm"] and zero["contiguous_gradients"] and zero["reduce_scatter"]
 
@@ -44,6 +47,7 @@ def test_v100_config_is_the_paper_recipe_in_fp16():
 def test_h100_config_uses_bf16():
     config = load_ds_config(CONFIG_DIR / "h100_8.json")
     assert config["bf16"]["enabled"] and "fp16" not in config
+    assert "scheduler" not in config
     assert resolve_batch_sizes(config, world_size=8) == (512, 64, 1)
 
 
@@ -80,3 +84,19 @@ def test_missing_or_malformed_config_files(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="is not valid JSON"):
         load_ds_config(bad)
+
+
+def test_noam_schedule_warms_up_linearly_then_decays_as_the_inverse_square_root():
+    """Hand-computed points of min(step / warmup, sqrt(warmup / step)) at warmup 4 (1-based steps)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    schedule = noam_schedule(optimizer, warmup_steps=4)
+    lrs = []
+    for _ in range(16):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [1e-4 * f for f in (0.25, 0.5, 0.75, 1.0, math.sqrt(4 / 5), math.sqrt(4 / 6))]
+    assert lrs[:6] == pytest.approx(expected)
+    assert lrs[15] == pytest.approx(1e-4 * 0.5)  # step 16: sqrt(4 / 16)
+    with pytest.raises(ValueError, match="--warmup-steps must be at least 1, got 0"):
+        noam_schedule(optimizer, warmup_steps=0)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
 import pytest
+from huggingface_hub.errors import StrictDataclassClassValidationError
 
-from ernievil_ds.training.pretrain import PretrainingRun, add_pretrain_arguments
+from ernievil_ds import ErnieVilConfig
+from ernievil_ds.training.arguments import add_pretrain_arguments, parse_pretrain_arguments
+from ernievil_ds.training.pretrain import PretrainingRun, build_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "ds_configs"
+RECIPES = REPO / "launchers" / "recipes"
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -85,8 +91,103 @@ def test_node_mask_prob_by_type(tmp_path, capsys):
 def test_grounding_needs_the_detectors_class_names(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    args = cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(data))
+    args = cpu_run(tmp_path, "--preset", "tiny-grounded", "--data-dir", str(data))
     with pytest.raises(
         ValueError, match=r"grounding loss .* needs the detector's class names, and .*data has none"
     ):
         PretrainingRun.prepare(args)
+
+
+def test_a_recipe_sets_flags_and_the_command_line_overrides_them(tmp_path):
+    common = ["--deepspeed", str(CONFIGS / "cpu_fp32.json"), "--output-dir", str(tmp_path)]
+    args = parse_pretrain_arguments([*common, "--recipe", "demo_cpu"], recipes_dir=RECIPES)
+    recipe = json.loads((RECIPES / "demo_cpu.json").read_text())
+    assert (args.preset, args.init_text_from, args.max_steps, args.eval_every) == (
+        "small",
+        "minilm",
+        700,
+        350,
+    )
+    assert args.freeze_word_embeddings and args.group_by_length and args.sgp
+    assert args.node_mask_prob == recipe["node-mask-prob"] and args.loss_weights == recipe["loss-weights"]
+    assert args.itm_negative_prob == 0.2
+
+    overridden = parse_pretrain_arguments(
+        [*common, "--recipe", "demo_cpu", "--no-sgp", "--max-steps", "5", "--no-freeze-word-embeddings"],
+        recipes_dir=RECIPES,
+    )
+    assert (overridden.sgp, overridden.max_steps, overridden.freeze_word_embeddings) == (False, 5, False)
+    assert overridden.preset == "small"  # the rest of the recipe stays
+
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"preset": "tiny", "max-steps": 3, "group-by-length": True}))
+    from_path = parse_pretrain_arguments([*common, "--recipe", str(path)], recipes_dir=RECIPES)
+    assert (from_path.preset, from_path.max_steps, from_path.group_by_length) == ("tiny", 3, True)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ({"presett": "tiny"}, "names 'presett', which is not a pretraining flag"),
+        ({"resume": False}, "'resume' is a flag that cannot be turned off"),
+        ({"node-mask-prob": {"relations": 1.0}}, r"unknown node types \['relations'\]"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
+def test_a_bad_recipe_is_refused_with_its_file_and_key(tmp_path, capsys, recipe, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(SystemExit):
+        parse_pretrain_arguments(
+            [
+                "--deepspeed",
+                "x.json",
+                "--output-dir",
+                str(tmp_path),
+                "--max-steps",
+                "1",
+                "--recipe",
+                str(path),
+            ]
+        )
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_an_unknown_recipe_name_lists_the_known_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_pretrain_arguments(
+            ["--deepspeed", "x.json", "--output-dir", str(tmp_path), "--recipe", "demo_gpu"],
+            recipes_dir=RECIPES,
+        )
+    assert re.search(r"No recipe 'demo_gpu'.*'demo_cpu'", capsys.readouterr().err)
+
+
+def test_model_config_and_loss_weights_merge_and_validate_as_a_preset_does(tmp_path):
+    """--loss-weights over a --model-config: merged over the file's weights and the defaults, and checked."""
+    path = tmp_path / "config.json"
+    ErnieVilConfig.from_preset("small", task_loss_weights={"itm": 0.5}).save_pretrained(tmp_path)
+    args = cpu_run(tmp_path, "--model-config", str(path), "--loss-weights", '{"sgp_relation": 2.0}')
+    config = build_config(args)
+    assert type(config).__name__ == "ErnieVilGroundedConfig" and config.hidden_size == 384
+    assert config.task_loss_weights == {
+        "mlm": 1.0,
+        "sgp_object": 1.0,
+        "sgp_attribute": 1.0,
+        "sgp_relation": 2.0,
+        "mrc": 1.0,
+        "itm": 0.5,
+        "grounding": 1.0,
+    }
+    preset = build_config(cpu_run(tmp_path, "--preset", "small", "--loss-weights", '{"sgp_relation": 2.0}'))
+    assert preset.task_loss_weights == {**config.task_loss_weights, "itm": 1.0}
+    with pytest.raises(StrictDataclassClassValidationError, match=r"unknown tasks \['relation'\]"):
+        build_config(cpu_run(tmp_path, "--model-config", str(path), "--loss-weights", '{"relation": 2.0}'))
+
+
+def test_the_resolved_settings_are_written_beside_the_run(tmp_path):
+    args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    PretrainingRun.prepare(args)
+    written = json.loads((tmp_path / "run" / "args.json").read_text())
+    assert written["arguments"]["sgp"] is False and written["arguments"]["preset"] == "tiny"
+    assert written["model_config"]["model_type"] == "ernievil"

@@ -12,25 +12,29 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForPreTraining
 
-from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
-from ernievil_ds.training.metrics import LOSS_NAMES, TASK_LOSS_NAMES
-from tests.training.conftest import run_pretrain, train_records
+from ernievil_ds import ErnieVilConfig
+from ernievil_ds.tasks import GROUNDING_TASK, PRETRAINING_TASKS, loss_name
+
+#: What every record of the paper's model reports; the grounded variant adds the grounding loss.
+PAPER_LOSSES = ("loss", *(loss_name(task) for task in PRETRAINING_TASKS))
 
 pytestmark = pytest.mark.slow
 
 
-def assert_trains(records: list[dict]) -> None:
+def assert_trains(records: list[dict], losses: tuple[str, ...] = PAPER_LOSSES) -> None:
     assert records, "no metrics were logged"
     for record in records:
-        for name in LOSS_NAMES:
+        assert not set(record) & {loss_name(GROUNDING_TASK)} - set(losses), record
+        for name in losses:
             assert name in record and math.isfinite(record[name]), (name, record)
         assert record["samples_per_sec"] > 0 and record["model_tflops_per_sec"] > 0
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
     assert last < first, f"loss did not decrease: {first} -> {last}"
 
 
-def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
+def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache, run_pretrain, train_records):
     out = tmp_path / "run"
     run_pretrain(
         out,
@@ -48,7 +52,7 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     assert all(r["loss_scale"] == 1.0 and r["skipped_steps"] == 0 for r in records)
     evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in evals] == [8, 16]
-    assert all(math.isfinite(r[f"eval_{name}"]) for r in evals for name in TASK_LOSS_NAMES)
+    assert all(math.isfinite(r[f"eval_{name}"]) for r in evals for name in PAPER_LOSSES)
 
     # The export equals what DeepSpeed's own zero_to_fp32.py (written beside the shards) recovers.
     hf_dir = out / "hf_model"
@@ -94,7 +98,7 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache):
     assert result.returncode == 0 and "ErnieVilModel" in result.stdout, result.stderr[-2000:]
 
 
-def test_fp16_zero2_two_processes(tmp_path, synth_cache):
+def test_fp16_zero2_two_processes_on_the_grounded_variant(tmp_path, synth_cache, run_pretrain, train_records):
     out = tmp_path / "run"
     run_pretrain(
         out,
@@ -105,14 +109,15 @@ def test_fp16_zero2_two_processes(tmp_path, synth_cache):
         "2",
         "--no-export",
         config="cpu_fp16.json",
+        preset="tiny-grounded",
         env={"ERNIEVIL_TEST_FORCE_FP16": "1"},
     )
     records = train_records(out)
-    assert_trains(records)
+    assert_trains(records, (*PAPER_LOSSES, loss_name(GROUNDING_TASK)))
     assert all(r["loss_scale"] > 1.0 for r in records), "fp16 runs with a dynamic loss scale"
 
 
-def test_resume_continues_the_same_sample_stream(tmp_path, synth_cache):
+def test_resume_continues_the_same_sample_stream(tmp_path, synth_cache, run_pretrain, train_records):
     """With frozen word embeddings too: ZeRO leaves them out of its partitions, the checkpoint keeps them."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     common = ("--max-steps", "8", "--log-every", "1", "--freeze-word-embeddings")
@@ -123,16 +128,20 @@ def test_resume_continues_the_same_sample_stream(tmp_path, synth_cache):
     a, b = train_records(straight), train_records(resumed)
     assert [r["step"] for r in b] == list(range(1, 9))
     for x, y in zip(a, b):
-        for name in LOSS_NAMES:
+        for name in PAPER_LOSSES:
             assert abs(x[name] - y[name]) <= 1e-6, (x["step"], name, x[name], y[name])
 
     torch.manual_seed(0)  # the run's --seed, set before the model is built
-    initial = ErnieVilForPreTraining(ErnieVilConfig.from_preset("tiny")).get_input_embeddings().weight
+    initial = (
+        AutoModelForPreTraining.from_config(ErnieVilConfig.from_preset("tiny")).get_input_embeddings().weight
+    )
     exported = load_file(resumed / "hf_model" / "model.safetensors")
     assert torch.equal(exported["ernievil.text_embeddings.word_embeddings.weight"], initial.detach())
 
 
-def test_a_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(tmp_path, synth_cache):
+def test_a_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(
+    tmp_path, synth_cache, run_pretrain, train_records
+):
     out = tmp_path / "run"
     common = ("--max-steps", "6", "--log-every", "1", "--save-every", "2", "--no-export")
     killed = run_pretrain(out, synth_cache, *common, env={"ERNIEVIL_TEST_KILL_DURING_SAVE": "4"}, check=False)
@@ -148,7 +157,9 @@ def test_a_run_killed_during_a_save_resumes_from_the_last_complete_checkpoint(tm
     assert (checkpoints / "step_00000006" / "COMPLETE").is_file()
 
 
-def test_resume_with_another_world_size_says_how_to_convert(tmp_path, synth_cache):
+def test_resume_with_another_world_size_says_how_to_convert(
+    tmp_path, synth_cache, run_pretrain, train_records
+):
     out = tmp_path / "run"
     run_pretrain(out, synth_cache, "--max-steps", "2", "--no-export")
     result = run_pretrain(

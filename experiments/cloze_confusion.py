@@ -1,8 +1,8 @@
 """What a SynthScenes model confuses in the relation or attribute cloze: gold words by top-1 prediction.
 
-    python benchmarks/cloze_confusion.py runs/demo/hf_model                    # relations, default SynthScenes
-    python benchmarks/cloze_confusion.py runs/demo/hf_model --node attribute   # attributes, by kind
-    python benchmarks/cloze_confusion.py runs/demo/hf_model --data DIR
+    python experiments/cloze_confusion.py runs/demo/hf_model                    # relations, default SynthScenes
+    python experiments/cloze_confusion.py runs/demo/hf_model --node attribute   # attributes, by kind
+    python experiments/cloze_confusion.py runs/demo/hf_model --data DIR
 
 Every node of the type in the evaluation split is masked alone, as in ``ernievil-ds eval-cloze``, with the
 true image. Relations: a row is the gold relation, a column the model's top-1 WordPiece. The five relations
@@ -15,13 +15,16 @@ another kind mean the model could not tell from the caption which attribute the 
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import numpy as np
 import torch
-from probe_relations import load_probed, probe_parser
-from relation_learnability import nodes_of_type
+from transformers import AutoModelForPreTraining
 
-from ernievil_ds.data import collate_cloze, load_pretraining_split
+from ernievil_ds.data import collate_cloze, default_synth_dir, load_pretraining_split, load_tokenizer
 from ernievil_ds.data.synth import COLOURS, MATERIALS, RELATIONS, SIZES
+from ernievil_ds.tasks import NODE_TYPE_IDS
 
 BATCH_SIZE = 128
 #: The rows and columns of each node type's table: (name, the words it covers).
@@ -29,6 +32,16 @@ GROUPS = {
     "relation": [(relation, (relation,)) for relation in RELATIONS],
     "attribute": [("colour", COLOURS), ("size", SIZES), ("material", MATERIALS)],
 }
+
+
+def nodes_of_type(dataset, node_type: str) -> list[tuple[int, int]]:
+    """(example index, node index) of every node of one type ("object", "attribute" or "relation")."""
+    return [
+        (i, k)
+        for i in range(len(dataset))
+        for k, type_id in enumerate(dataset[i]["node_types"])
+        if type_id == NODE_TYPE_IDS[node_type]
+    ]
 
 
 @torch.no_grad()
@@ -56,12 +69,15 @@ def cloze_confusion(model, tokenizer, dataset, node_type: str) -> tuple[np.ndarr
 
 
 def main() -> None:
-    parser = probe_parser(__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="an exported model directory (hf_model/)")
+    parser.add_argument("--data", type=Path, help="the run's data directory (default: SynthScenes)")
     parser.add_argument(
         "--node", choices=sorted(GROUPS), default="relation", help="the node type (default: relation)"
     )
     args = parser.parse_args()
-    model, tokenizer, data = load_probed(args)
+    model = AutoModelForPreTraining.from_pretrained(args.model).eval()
+    tokenizer, data = load_tokenizer(args.model), args.data or default_synth_dir()
     counts, exact = cloze_confusion(model, tokenizer, load_pretraining_split(data, "eval"), args.node)
     names = [name for name, _ in GROUPS[args.node]]
     print(
