@@ -61,9 +61,3 @@ def barrier() -> None:
     """Wait for every process of the job; nothing to wait for outside a distributed run."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def print0(*args, **kwargs) -> None:
-    """``print`` on rank 0 only."""
-    if dist_info().is_main:
-        print(*args, **kwargs, flush=True)

@@ -786,10 +786,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             region_class_targets,
             region_feature_targets,
         )
-        itm_logits = self.itm_head(outputs.pooled_output)  # (B, 2)
-        losses["itm"] = (
-            None if itm_labels is None else F.cross_entropy(at_least_float32(itm_logits), itm_labels)
-        )
+        itm_logits, losses["itm"] = self.image_text_matching_loss(outputs.pooled_output, itm_labels)
         losses = {task: value for task, value in losses.items() if value is not None}
         return ErnieVilForPreTrainingOutput(
             loss=self.weighted_loss(losses, head_outputs=(token_logits, region_logits)),
@@ -870,6 +867,14 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 "features (config.masked_region_target='features')"
             )
         return logits, F.mse_loss(logits, at_least_float32(region_feature_targets[scored]))
+
+    def image_text_matching_loss(
+        self, pooled_output: torch.Tensor, itm_labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image-text matching: the ITM head's logits (B, 2) on the fused vector (B, Co), and their
+        cross-entropy against itm_labels (B,) (None without labels)."""
+        logits = self.itm_head(pooled_output)  # (B, 2)
+        return logits, None if itm_labels is None else F.cross_entropy(at_least_float32(logits), itm_labels)
 
     def weighted_loss(
         self, losses: dict[str, torch.Tensor], head_outputs: tuple[torch.Tensor | None, ...] = ()
