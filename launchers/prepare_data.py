@@ -4,7 +4,8 @@
     python launchers/prepare_data.py captions --format coco --input captions_train2017.json --output data/coco --split train
     python launchers/prepare_data.py features --format tsv --input trainval/*.tsv --output data/coco
 
-Every subcommand is resumable: rerun the same command after an interruption.
+Every subcommand is resumable: rerun the same command after an interruption. An error in the input ends
+with one line on stderr and exit status 2; --debug (or ERNIEVIL_DS_DEBUG=1) shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from ernievil_ds.data.captions import CAPTION_FORMATS
 from ernievil_ds.data.region_features import FEATURE_READERS
 from ernievil_ds.distributed import setup_logging
+from ernievil_ds.errors import run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,4 +125,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, prog="prepare_data.py"))

@@ -48,7 +48,8 @@ def write_shard(dataset: Dataset, table_dir: Path, index: int, stats: dict | Non
     final = shard_dir(table_dir, index)
     partial = table_dir / f".partial-{index:05d}"
     shutil.rmtree(partial, ignore_errors=True)
-    dataset.save_to_disk(str(partial))
+    # An empty Dataset saved with the default shard count has no Arrow file, which load_from_disk rejects.
+    dataset.save_to_disk(str(partial), num_shards=None if len(dataset) else 1)
     (partial / SHARD_STATS).write_text(json.dumps(stats or {"rows": len(dataset)}))
     partial.rename(final)
     return final
