@@ -77,3 +77,17 @@ def run_pretrain():
 def train_records():
     """``train_records(output_dir)``: the records of a run's ``metrics.jsonl``."""
     return _train_records
+
+
+@pytest.fixture
+def marked_data_dir(tmp_path) -> Path:
+    """A data directory whose pairs/train, pairs/eval and images tables are marked complete (a manifest
+    each) but hold no rows, and which names no detector classes: enough for the checks that run before
+    any data is read."""
+    from ernievil_ds.training.pretrain import REQUIRED_TABLES
+
+    data = tmp_path / "data"
+    for table in REQUIRED_TABLES:
+        (data / table).mkdir(parents=True)
+        (data / table / "manifest.json").write_text("{}")
+    return data
