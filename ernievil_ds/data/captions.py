@@ -35,7 +35,7 @@ KIND_NAMES = {
     "jsonl": "a JSON lines file",
     "json": "a JSON file of unknown layout",
     "text": "a text file",
-    "binary": "not a UTF-8 text file",
+    "binary": "a binary file (not UTF-8 text)",
     "empty": "empty",
 }
 #: The kinds of file each ``--format`` reads; "text" and "json" are files the first bytes do not pin down.
@@ -61,18 +61,18 @@ _FLICKR30K_LINE = re.compile(r"[^\t#]+\.jpg#\d+\t")
 
 
 def _read_head(path: Path) -> str | None:
-    """The text at the start of ``path``, or None when it is not UTF-8 text (a NUL byte, invalid UTF-8).
-
-    A multi-byte character cut by the end of the head is left out rather than counted as invalid.
-    """
+    """The text at the start of ``path``, or None for a binary file: a NUL byte in it, or a first line that
+    is not UTF-8. A later line that is not UTF-8 is left to the readers, which count it as malformed."""
     with path.open("rb") as file:
         head = file.read(_HEAD_BYTES)
+    first_line, newline, _ = head.lstrip().partition(b"\n")
     if b"\0" in head:
         return None
-    try:
-        return codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    try:  # a multi-byte character cut by the end of the head is not an error
+        codecs.getincrementaldecoder("utf-8")().decode(first_line, final=bool(newline))
     except UnicodeDecodeError:
         return None
+    return head.decode("utf-8", errors="replace")
 
 
 def _json_kind(head: str) -> str:
