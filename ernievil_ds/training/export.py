@@ -18,7 +18,7 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     output directory; the newest complete checkpoint is taken when a folder holds several."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
-        raise UserError(f"no checkpoint at {checkpoint}: it does not exist")
+        raise UserError(f"checkpoint {checkpoint} does not exist")
     for root in (checkpoint, checkpoint / "checkpoints"):
         if (root / "config.json").is_file() and any(root.glob("*model_states.pt")):
             return root
