@@ -13,11 +13,11 @@ Formats:
   and ``.npz`` with the same keys.
 
 Where the arrays are numpy arrays (``.npy``, ``.npz``, vilbert-multi-task LMDB rows), every row of them is
-a region, whatever ``num_boxes`` says: that is how vilbert-multi-task's ``ImageFeaturesH5Reader`` reads
-them (``features.reshape(-1, 2048)``, ``boxes.reshape(-1, 4)``, ``num_boxes = features.shape[0]``), and its
-extractor sets ``num_boxes`` to the number of boxes above the confidence threshold, which can be smaller
-than the rows it saves. Where they are base64 strings (TSV, vilbert_beta LMDB rows), ``num_boxes`` gives
-their number of rows, as the readers of those files use it.
+a region, whatever ``num_boxes`` says: vilbert-multi-task's extractor sets ``num_boxes`` to the number of
+boxes above the confidence threshold, which can be smaller than the rows it saves, ``convert_to_lmdb.py``
+copies the arrays as they are, and its ``ImageFeaturesH5Reader`` reads all their rows
+(``features.reshape(-1, 2048)``, ``boxes.reshape(-1, 4)``, ``num_boxes = features.shape[0]``). Where they are base64 strings (TSV, vilbert_beta LMDB rows),
+``num_boxes`` gives their number of rows, as the readers of those files use it.
 
 LMDB rows, their ``keys`` entry and ``.npy`` dicts are Python pickles, which could run code when loaded:
 they are unpickled by ``safe_pickle``, which allows only the numpy and builtin globals those files hold. A
