@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ernievil_ds.data.captions import CAPTION_FORMATS
 from ernievil_ds.data.region_features import FEATURE_READERS
 from ernievil_ds.distributed import setup_logging
-from ernievil_ds.errors import run_command
+from ernievil_ds.errors import require_output_dir, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +75,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from ernievil_ds.data import build_synth_scenes, load_tokenizer
 
     build_synth_scenes(
-        args.output,
+        require_output_dir(Path(args.output)),
         num_train_images=args.train_images,
         num_eval_images=args.eval_images,
         seed=args.seed,
