@@ -21,7 +21,7 @@ from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
 
 from ernievil_ds.data import captions as caption_readers
-from ernievil_ds.data.region_features import FEATURE_READERS, decode_region_record
+from ernievil_ds.data.region_features import FEATURE_READERS, check_feature_input, decode_region_record
 from ernievil_ds.data.schema import IMAGES_DIR, NUM_DETECTOR_CLASSES, PAIR_FEATURES, PAIRS_DIR
 from ernievil_ds.data.storage import (
     JOB,
@@ -400,12 +400,15 @@ def import_region_features(
     than numpy's arrays and Python's builtins is refused, counted and reported as malformed.
 
     Raises:
-        FileNotFoundError: for a missing input. ValueError: for an unknown format, an output holding
-        another import, or an LMDB whose ``keys`` entry is missing or refused.
+        FileNotFoundError: for a missing input. ValueError: for an unknown format, an input of another
+        format, an output holding another import, an LMDB whose ``keys`` entry is missing or refused, or
+        an import of zero rows.
     """
     if format not in FEATURE_READERS:
         raise ValueError(f"unknown feature format {format!r}; choose one of {', '.join(FEATURE_READERS)}")
     paths = [Path(p) for p in inputs]
+    for path in paths:
+        check_feature_input(format, path)
     require_output_dir(Path(output_dir))
     class_names = read_detector_classes(detector_classes) if detector_classes is not None else None
     reader = FEATURE_READERS[format]

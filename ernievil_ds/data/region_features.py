@@ -286,5 +286,51 @@ def decode_region_record(raw: Mapping) -> dict:
     return record
 
 
+_NPY_MAGIC, _ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+
+
+def feature_input_kind(path: Path) -> str:
+    """What a feature input is, from its first bytes or its folder's files: "lmdb" (an LMDB folder or
+    file), "npy" (a ``.npy``/``.npz`` file or a folder holding some), "tsv" (text), "empty", or "other"."""
+    if path.is_dir():
+        if (path / "data.mdb").is_file():
+            return "lmdb"
+        return "npy" if any(p.suffix in (".npy", ".npz") for p in path.iterdir()) else "empty"
+    with path.open("rb") as file:
+        head = file.read(4096)
+    if not head.strip():
+        return "empty"
+    if head.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+        return "npy"
+    if b"\0" not in head and b"\t" in head:
+        return "tsv"
+    return "other"  # an LMDB file has no fixed first bytes: lmdb itself tells
+
+
+_FEATURE_KIND_NAMES = {
+    "lmdb": "an LMDB",
+    "npy": ".npy/.npz features",
+    "tsv": "a feature TSV",
+    "empty": "empty (no .npy or .npz file in a folder, no bytes in a file)",
+}
+_FEATURE_FORMAT_KINDS = {"tsv": ("tsv", "other"), "lmdb": ("lmdb", "other"), "npy": ("npy",)}
+
+
+def check_feature_input(format: str, path: Path) -> None:
+    """Refuse ``path`` at its start when it is not an input of ``format`` (a key of ``FEATURE_READERS``).
+
+    Raises:
+        FileNotFoundError: a missing path. UserError: what was expected, what was found, the flag to use.
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"feature input {path} does not exist")
+    kind = feature_input_kind(path)
+    if kind in _FEATURE_FORMAT_KINDS[format]:
+        return
+    hint = f": use --format {kind}" if kind in FEATURE_READERS else ""
+    found = _FEATURE_KIND_NAMES.get(kind, "a file of unknown layout")
+    raise UserError(f"{path} is {found}, not {_FEATURE_KIND_NAMES[format]}{hint}")
+
+
 #: Formats of ``prepare_data.py features --format``.
 FEATURE_READERS = {"tsv": read_feature_tsv, "lmdb": read_feature_lmdb, "npy": read_feature_files}

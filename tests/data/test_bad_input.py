@@ -75,6 +75,28 @@ def test_a_file_of_another_format_is_refused_at_its_start(tmp_path, import_pairs
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize(
+    ("written", "format", "message"),
+    [
+        ("npy", "tsv", r"features is .npy/.npz features, not a feature TSV: use --format npy"),
+        ("lmdb", "npy", r"features is an LMDB, not .npy/.npz features: use --format lmdb"),
+        ("tsv", "npy", r"features is a feature TSV, not .npy/.npz features: use --format tsv"),
+        ("nothing", "npy", r"features is empty \(no .npy or .npz file in a folder"),
+    ],
+)
+def test_a_feature_input_of_another_format_is_refused_at_its_start(
+    tmp_path, region_images, feature_writers, written, format, message
+):
+    path = tmp_path / "features"
+    if written == "nothing":
+        path.mkdir()
+    else:
+        feature_writers[written](path, region_images)
+    with pytest.raises(UserError, match=message):
+        import_region_features(format, [path], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_sbu_json_release_as_columns_and_as_records(tmp_path, import_pairs):
     columns = {
         "image_urls": ["http://s/1.jpg", "http://s/2.jpg"],
