@@ -104,6 +104,17 @@ def test_subcommands_on_missing_paths(argv, message, capsys):
     assert capsys.readouterr().err == f"ernievil-ds: error: {message}\n"
 
 
+def test_convert_paddle_into_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "model").write_text("a file where the model folder should go")
+    argv = ["convert-paddle", "--params", str(tmp_path), "--config", "c.json", "--vocab", "vocab.txt"]
+    assert ernievil_ds([*argv, "--output", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"ernievil-ds: error: output {tmp_path / 'model'} is a file, not a folder: choose another path\n"
+    )
+
+
 def test_plot_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert ernievil_ds(["plot", str(tmp_path)]) == 2
     assert "has no metrics.jsonl: is it a pretraining run?" in capsys.readouterr().err
