@@ -4,6 +4,8 @@ The non-finite-loss guard is also checked alone, without DeepSpeed."""
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import re
 from pathlib import Path
@@ -11,8 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from ernievil_ds.data import SGPCollator
+from ernievil_ds.training.arguments import add_pretrain_arguments
 from ernievil_ds.training.checkpoint import complete_checkpoints
-from ernievil_ds.training.pretrain import NonFiniteLossError, NonFiniteLossGuard
+from ernievil_ds.training.pretrain import (
+    LoaderPosition,
+    NonFiniteLossError,
+    NonFiniteLossGuard,
+    PretrainingRun,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +45,35 @@ def test_the_guard_leaves_fp16_runs_to_the_loss_scaler():
     guard = NonFiniteLossGuard(False, pair_ids_at=lambda epoch, first: [])
     guard.watch(torch.tensor(float("nan")), step=1, epoch=0, first_index=0)
     guard.check()
+
+
+def test_the_pair_ids_named_are_those_of_the_batch_across_epochs(tmp_path, synth_cache, monkeypatch):
+    """``pair_ids_at(epoch, first sample)`` against the examples the collator was given for each batch."""
+    monkeypatch.setenv("ERNIEVIL_DS_CACHE", str(synth_cache))
+    argv = ["--deepspeed", str(REPO / "ds_configs" / "cpu_fp32.json"), "--output-dir", str(tmp_path)]
+    argv += [
+        "--max-steps",
+        "2",
+        "--preset",
+        "tiny",
+        "--synth-train-images",
+        "40",
+        "--synth-eval-images",
+        "10",
+    ]
+    run = PretrainingRun.prepare(add_pretrain_arguments(argparse.ArgumentParser()).parse_args(argv))
+    collated, collate = [], SGPCollator.__call__
+
+    def recording_call(collator, examples):
+        collated.append([example["pair_id"] for example in examples])
+        return collate(collator, examples)
+
+    monkeypatch.setattr(SGPCollator, "__call__", recording_call)
+    position = LoaderPosition()
+    per_epoch = len(run.train_loader[0])
+    for _ in itertools.islice(run.batches(position), per_epoch + 2):  # into the second epoch
+        assert run.pair_ids_at(position.epoch, position.index - run.micro_batch_size) == collated[-1]
+    assert position.epoch == 1 and collated[per_epoch] != collated[0]
 
 
 def test_a_missing_data_directory_stops_every_rank_with_one_line(tmp_path, synth_cache, run_pretrain):
