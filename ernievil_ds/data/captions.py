@@ -47,6 +47,13 @@ _ACCEPTED_KINDS = {
     "karpathy": ("karpathy", "json"),
     "jsonl": ("jsonl",),
 }
+# The ``--format`` that reads each kind of file that only one format reads.
+_FORMAT_OF_KIND = {
+    kind: format
+    for format, kinds in _ACCEPTED_KINDS.items()
+    for kind in kinds
+    if kind not in ("text", "json")
+}
 # Keys that only one JSON layout has near its start, tried in this order: a Karpathy file's images hold
 # "sentences", a COCO file's images a "coco_url" and its annotations come after them, SBU's JSON release
 # names its URLs "image_urls" (columns) or "url"/"image_url" (records).
@@ -117,11 +124,8 @@ def check_caption_file(format: str, path: Path) -> None:
     kind = caption_file_kind(path)
     if kind in _ACCEPTED_KINDS[format]:
         return
-    expected = KIND_NAMES["sbu"] if format == "sbu" else KIND_NAMES[format]
-    hint = next((f": use --format {f}" for f, kinds in _ACCEPTED_KINDS.items() if kinds[0] == kind), "")
-    if kind == "sbu-json":
-        hint = ": use --format sbu"
-    raise UserError(f"{path} is {KIND_NAMES[kind]}, not {expected}{hint}")
+    hint = f": use --format {_FORMAT_OF_KIND[kind]}" if kind in _FORMAT_OF_KIND else ""
+    raise UserError(f"{path} is {KIND_NAMES[kind]}, not {KIND_NAMES[format]}{hint}")
 
 
 def _text_lines(path: Path) -> Iterator[str | None]:

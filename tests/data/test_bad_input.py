@@ -54,7 +54,8 @@ def _rows(out, split="train"):
             "a dog\thttp://x/1.jpg\n",
             "is a Conceptual Captions TSV file, not a JSON lines file: use --format cc",
         ),
-        ("flickr30k", "", "is empty, not a Flickr30K token file"),
+        ("flickr30k", "", "is empty, not a Flickr30K token file$"),
+        ("jsonl", "a man and his dog\n", "is a text file, not a JSON lines file$"),
         (
             "cc",
             "\x00\x01binary\n",
