@@ -7,6 +7,10 @@ it into a clean record or raises ``ValueError``, so malformed records are skippe
 Image ids follow the feature files of each dataset: COCO's numeric id, Flickr30K's file name without
 extension, and for Conceptual Captions and SBU the 0-based line number (features of these web datasets
 are usually extracted in line order; pass ``--image-id url`` to key them by URL instead).
+
+Before anything is read, ``check_caption_file`` tells the kind of a file from its first bytes and refuses
+one of another format, saying which flag reads it. Line formats are read line by line, so a line that is
+not UTF-8 is one malformed record; JSON formats are read whole, so a file cut short is refused.
 """
 
 from __future__ import annotations
@@ -72,9 +76,9 @@ def _read_head(path: Path) -> str | None:
     is not UTF-8. A later line that is not UTF-8 is left to the readers, which count it as malformed."""
     with path.open("rb") as file:
         head = file.read(_HEAD_BYTES)
-    first_line, newline, _ = head.lstrip().partition(b"\n")
     if b"\0" in head:
         return None
+    first_line, newline, _ = head.lstrip().partition(b"\n")
     try:  # a multi-byte character cut by the end of the head is not an error
         codecs.getincrementaldecoder("utf-8")().decode(first_line, final=bool(newline))
     except UnicodeDecodeError:
