@@ -54,15 +54,32 @@ class _RecordingDict(dict):
         return _Keys(super().keys())
 
 
-@functools.cache
-def known_top_level_keys() -> frozenset[str]:
-    """Every top-level key the installed DeepSpeed reads: those its config parser looks up when given a
-    minimal config (recorded, so the list follows the DeepSpeed version), and ``_KEYS_READ_ELSEWHERE``."""
+def _looked_up_by_deepspeed(block: str | None = None) -> frozenset[str]:
+    """The keys DeepSpeed's config parser looks up in a minimal config, or, for ``block``, in that
+    top-level block given empty (its parser then asks for each key it knows, to fall back on defaults)."""
     from deepspeed.runtime.config import DeepSpeedConfig
 
     config = _RecordingDict({"train_micro_batch_size_per_gpu": 1})
+    watched = config
+    if block is not None:
+        watched = config[block] = _RecordingDict()
     DeepSpeedConfig.__new__(DeepSpeedConfig)._initialize_params(config)
-    return frozenset(k for k in config.looked_up if isinstance(k, str)) | frozenset(_KEYS_READ_ELSEWHERE)
+    return frozenset(k for k in watched.looked_up if isinstance(k, str))
+
+
+@functools.cache
+def known_top_level_keys() -> frozenset[str]:
+    """Every top-level key the installed DeepSpeed reads: those its config parser looks up (recorded, so the
+    list follows the DeepSpeed version), and ``_KEYS_READ_ELSEWHERE``."""
+    return _looked_up_by_deepspeed() | frozenset(_KEYS_READ_ELSEWHERE)
+
+
+@functools.cache
+def known_block_keys(block: str) -> frozenset[str]:
+    """The keys DeepSpeed's parser reads in a top-level block without a pydantic model (``aio``,
+    ``activation_checkpointing``, ``flops_profiler``, ``checkpoint``...); empty when it reads the block
+    otherwise than key by key (then the block is not checked)."""
+    return _looked_up_by_deepspeed(block)
 
 
 @functools.cache
@@ -127,7 +144,8 @@ def _check_block(block: dict, model: type, where: str, path: Path) -> None:
 
 def check_ds_config_keys(config: dict, path: Path) -> None:
     """Refuse a key DeepSpeed does not know: at the top level, in the typed blocks (optimizer, scheduler),
-    and at every level of the blocks DeepSpeed has a model of; the message names the closest valid key.
+    at every level of the blocks DeepSpeed has a model of, and at the first level of the blocks its parser
+    reads key by key; the message names the closest valid key.
 
     Raises:
         UserError: naming the file, the key (dotted under its block) and the closest valid one.
@@ -140,6 +158,9 @@ def check_ds_config_keys(config: dict, path: Path) -> None:
                 _refuse_unknown(inner, _TYPED_BLOCK_KEYS[key], f"{key}.", path)
         elif key in models and isinstance(value, dict):
             _check_block(value, models[key], f"{key}.", path)
+        elif isinstance(value, dict) and known_block_keys(key):
+            for inner in value:
+                _refuse_unknown(inner, known_block_keys(key), f"{key}.", path)
 
 
 def load_ds_config(path: str | Path) -> dict:

@@ -80,21 +80,38 @@ def test_resume_without_a_complete_checkpoint_is_refused(tmp_path):
         PretrainingRun.prepare(cpu_run(tmp_path, "--preset", "tiny", "--resume"))
 
 
-def test_a_misspelled_deepspeed_key_is_refused_with_the_closest_name(tmp_path):
+@pytest.mark.parametrize(
+    ("block", "key", "value", "message"),
+    [
+        (None, "zero_optimisation", {"stage": 2}, "'zero_optimisation': did you mean 'zero_optimization'"),
+        (
+            "zero_optimization",
+            "reduce_bucket_sise",
+            10,
+            "'zero_optimization.reduce_bucket_sise': did you mean 'reduce_bucket_size'",
+        ),
+        (
+            "zero_optimization",
+            "offload_optimizer",
+            {"devise": "cpu"},
+            "'zero_optimization.offload_optimizer.devise': did you mean 'device'",
+        ),
+        ("optimizer", "parms", {}, "'optimizer.parms': did you mean 'params'"),
+        (
+            "activation_checkpointing",
+            "partition_activation",
+            True,
+            "'activation_checkpointing.partition_activation': did you mean 'partition_activations'",
+        ),
+    ],
+)
+def test_a_misspelled_deepspeed_key_is_refused_with_the_closest_name(tmp_path, block, key, value, message):
     config = json.loads((CONFIGS / "cpu_fp32.json").read_text())
-    config["zero_optimisation"] = config.pop("zero_optimization")
-    (tmp_path / "top.json").write_text(json.dumps(config))
-    config["zero_optimization"] = {**config.pop("zero_optimisation"), "reduce_bucket_sise": 10}
-    (tmp_path / "nested.json").write_text(json.dumps(config))
-    common = ("--output-dir", str(tmp_path), "--max-steps", "2")
-    with pytest.raises(
-        UserError, match=r"top.json: unknown key 'zero_optimisation': did you mean 'zero_optimization'\?"
-    ):
-        PretrainingRun.prepare(parse("--deepspeed", str(tmp_path / "top.json"), *common))
-    with pytest.raises(
-        UserError, match=r"'zero_optimization.reduce_bucket_sise': did you mean 'reduce_bucket_size'"
-    ):
-        PretrainingRun.prepare(parse("--deepspeed", str(tmp_path / "nested.json"), *common))
+    (config.setdefault(block, {}) if block else config)[key] = value
+    (tmp_path / "ds.json").write_text(json.dumps(config))
+    args = parse("--deepspeed", str(tmp_path / "ds.json"), "--output-dir", str(tmp_path), "--max-steps", "2")
+    with pytest.raises(UserError, match=rf"ds.json: unknown key {re.escape(message)}\?"):
+        PretrainingRun.prepare(args)
 
 
 def test_missing_model_config_and_bad_max_steps(tmp_path):
