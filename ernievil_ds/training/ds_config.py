@@ -17,9 +17,9 @@ from pathlib import Path
 
 from ernievil_ds.errors import UserError
 
-# Top-level keys that DeepSpeed reads outside ``DeepSpeedConfig._initialize_params`` (its ``__init__`` and
-# the data-efficiency code), so that ``known_top_level_keys`` cannot see them by recording.
-_KEYS_READ_ELSEWHERE = ("sequence_parallel_size", "curriculum_learning")
+# Top-level keys that DeepSpeed reads outside ``DeepSpeedConfig._initialize_params`` (in its ``__init__``),
+# so that ``known_top_level_keys`` cannot see them by recording.
+_KEYS_READ_ELSEWHERE = ("sequence_parallel_size",)
 # Blocks read as a type and its free-form ``params`` (the optimizer's or scheduler's own arguments).
 _TYPED_BLOCK_KEYS = {"optimizer": ("type", "params", "legacy_fusion"), "scheduler": ("type", "params")}
 
@@ -127,7 +127,16 @@ def _model_fields(model: type) -> dict[str, type | None]:
     return fields
 
 
+def _removed_top_level_keys() -> dict[str, str]:
+    """DeepSpeed's message for each top-level block it has removed (``elasticity``, ``sparse_attention``...)."""
+    from deepspeed.runtime import config
+
+    return getattr(config, "_REMOVED_TOP_LEVEL_CONFIG_KEYS", {})
+
+
 def _refuse_unknown(key: str, known, where: str, path: Path) -> None:
+    if not where and key in _removed_top_level_keys():
+        raise UserError(f"DeepSpeed config {path}: {_removed_top_level_keys()[key]}")
     if key not in known:
         close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
         hint = f": did you mean {close[0]!r}?" if close else f"; DeepSpeed reads {', '.join(sorted(known))}"
