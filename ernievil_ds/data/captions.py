@@ -191,14 +191,23 @@ def read_conceptual_captions(path: Path, *, image_id: str = "line") -> Iterator[
             yield _web_pair("cc", n, fields[0], fields[1], image_id)
 
 
+def check_sbu_urls(captions: Path, urls: Path | None) -> None:
+    """Refuse SBU's caption text without its URL file (the JSON release holds the URLs itself).
+
+    Raises:
+        UserError: naming the caption file and the flag to add.
+    """
+    if urls is None and caption_file_kind(captions) == "text":
+        raise UserError(f"{captions} is SBU's caption text: give its URL file with --urls")
+
+
 def read_sbu(captions: Path, urls: Path | None, *, image_id: str = "line") -> Iterator[tuple[str, Raw]]:
     """SBU captions: the JSON release (``sbu-captions-all.json``), or ``SBU_captioned_photo_dataset_captions.txt``
     with ``..._urls.txt`` read line by line."""
     if caption_file_kind(captions) == "sbu-json":
         yield from read_sbu_json(captions, image_id=image_id)
         return
-    if urls is None:
-        raise UserError(f"{captions} is SBU's caption text: give its URL file with --urls")
+    check_sbu_urls(captions, urls)
     for n, (caption, url) in enumerate(
         zip_longest(_text_lines(captions), _text_lines(urls), fillvalue=False)
     ):

@@ -264,8 +264,8 @@ def _check_caption_inputs(format: str, inputs: list[Path], urls: Path | None) ->
     """
     for path in inputs:
         caption_readers.check_caption_file(format, path)
-        if format == "sbu" and urls is None and caption_readers.caption_file_kind(path) == "text":
-            raise UserError(f"{path} is SBU's caption text: give its URL file with --urls")
+        if format == "sbu":
+            caption_readers.check_sbu_urls(path, urls)
     if urls is not None:
         caption_readers.check_caption_file("sbu", urls)
 
