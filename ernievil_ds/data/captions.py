@@ -197,7 +197,7 @@ def check_sbu_urls(captions: Path, urls: Path | None) -> None:
     Raises:
         UserError: naming the caption file and the flag to add.
     """
-    if urls is None and caption_file_kind(captions) == "text":
+    if urls is None and caption_file_kind(captions) != "sbu-json":
         raise UserError(f"{captions} is SBU's caption text: give its URL file with --urls")
 
 
