@@ -90,7 +90,8 @@ def load_table(table_dir: Path) -> Dataset:
     """Memory-map a complete table as one ``Dataset``.
 
     Raises:
-        FileNotFoundError: when ``table_dir`` has no manifest (it was never prepared, or not finished).
+        FileNotFoundError: when ``table_dir`` has no manifest (it was never prepared, or not finished), or
+            a manifest and no shard.
     """
     if read_manifest(table_dir) is None:
         raise FileNotFoundError(
@@ -98,6 +99,8 @@ def load_table(table_dir: Path) -> Dataset:
             "or rerun the interrupted command to finish it"
         )
     shards = [load_from_disk(str(shard_dir(table_dir, i))) for i in completed_shards(table_dir)]
+    if not shards:
+        raise FileNotFoundError(f"{table_dir} has a {MANIFEST} but no shard: rerun the import that wrote it")
     return concatenate_datasets(shards) if len(shards) > 1 else shards[0]
 
 

@@ -266,7 +266,8 @@ class PretrainingRun:
         """Check the DeepSpeed config against the world size, then build tokenizer, data and model.
 
         Raises:
-            ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument.
+            ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument, a
+                data split with no pair left once joined with the images, or too few for one batch.
             FileNotFoundError: a missing config file, data directory or checkpoint.
         """
         info = dist_info()
@@ -288,10 +289,19 @@ class PretrainingRun:
         add_grounding_targets(collator, model.config, data_dir)
         if args.resume:
             check_resumable(args.output_dir / "checkpoints")
+        run = cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
+        # Open both splits now: pairs without images, or a split too small, stop the run before DeepSpeed
+        # starts rather than at the first batch or, for the evaluation split, at the end of training.
+        logger.info(
+            "%s: %d training pairs, %d evaluation pairs",
+            data_dir,
+            len(run.train_loader[0].dataset),
+            len(run.eval_loader.dataset),
+        )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
             write_resolved_arguments(args, model.config)
-        return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
+        return run
 
     def lr_scheduler(self) -> Callable | None:
         """The learning-rate schedule to hand to ``deepspeed.initialize``: None when the DeepSpeed JSON has a

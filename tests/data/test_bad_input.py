@@ -235,3 +235,12 @@ def test_pairs_without_images_are_counted_and_none_left_is_an_error(
         match=r"none of the 1 pairs of .*pairs/eval has its image in .*images \(first image ids: 9\)",
     ):
         load_pretraining_split(tmp_path / "data", "eval")
+
+
+def test_a_table_marked_complete_without_shards_says_so(tmp_path):
+    (tmp_path / "pairs" / "train").mkdir(parents=True)
+    (tmp_path / "pairs" / "train" / "manifest.json").write_text("{}")
+    with pytest.raises(
+        FileNotFoundError, match=r"pairs/train has a manifest.json but no shard: rerun the import"
+    ):
+        load_table(tmp_path / "pairs" / "train")

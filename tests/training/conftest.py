@@ -91,3 +91,17 @@ def marked_data_dir(tmp_path) -> Path:
         (data / table).mkdir(parents=True)
         (data / table / "manifest.json").write_text("{}")
     return data
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> Path:
+    """A prepared SynthScenes directory of 20 training and 10 evaluation images (three pairs each)."""
+    from ernievil_ds.data import build_synth_scenes, load_tokenizer
+
+    return build_synth_scenes(
+        tmp_path_factory.mktemp("small_synth"),
+        num_train_images=20,
+        num_eval_images=10,
+        seed=0,
+        tokenizer=load_tokenizer(),
+    )

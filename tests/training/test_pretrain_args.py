@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from ernievil_ds import ErnieVilConfig
+from ernievil_ds.data.prepare import import_captions
 from ernievil_ds.errors import UserError
 from ernievil_ds.training.arguments import add_pretrain_arguments, parse_pretrain_arguments
 from ernievil_ds.training.pretrain import PretrainingRun, build_config
+from tests.data.word_parser import WordParser
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "ds_configs"
@@ -72,6 +75,20 @@ def test_an_empty_or_partial_data_directory_names_what_is_missing(tmp_path, mark
     (marked_data_dir / "images" / "manifest.json").unlink()  # an interrupted feature import
     with pytest.raises(UserError, match=r"pretraining: images is unfinished \(no manifest.json\)\. Import"):
         PretrainingRun.prepare(cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(marked_data_dir)))
+
+
+def test_an_evaluation_split_without_images_stops_the_run_at_its_start(tmp_path, small_data_dir):
+    data = shutil.copytree(small_data_dir, tmp_path / "data")
+    shutil.rmtree(data / "pairs" / "eval")
+    (tmp_path / "eval.jsonl").write_text(
+        json.dumps({"image_id": "not-an-image", "caption": "a red cube"}) + "\n"
+    )
+    import_captions("jsonl", [tmp_path / "eval.jsonl"], data, split="eval", parser_factory=WordParser)
+    with pytest.raises(
+        UserError,
+        match=r"none of the 1 pairs of .*pairs/eval has its image in .*data/images \(first image ids: not-an-image\)",
+    ):
+        PretrainingRun.prepare(cpu_run(tmp_path / "run", "--preset", "tiny", "--data-dir", str(data)))
 
 
 def test_resume_without_a_complete_checkpoint_is_refused(tmp_path):
@@ -235,8 +252,8 @@ def test_model_config_and_loss_weights_merge_and_validate_as_a_preset_does(tmp_p
         build_config(cpu_run(tmp_path, "--model-config", str(path), "--loss-weights", '{"relation": 2.0}'))
 
 
-def test_the_resolved_settings_are_written_beside_the_run(tmp_path, marked_data_dir):
-    args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(marked_data_dir))
+def test_the_resolved_settings_are_written_beside_the_run(tmp_path, small_data_dir):
+    args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(small_data_dir))
     PretrainingRun.prepare(args)
     written = json.loads((tmp_path / "run" / "args.json").read_text())
     assert written["arguments"]["sgp"] is False and written["arguments"]["preset"] == "tiny"
