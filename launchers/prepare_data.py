@@ -4,17 +4,20 @@
     python launchers/prepare_data.py captions --format coco --input captions_train2017.json --output data/coco --split train
     python launchers/prepare_data.py features --format tsv --input trainval/*.tsv --output data/coco
 
-Every subcommand is resumable: rerun the same command after an interruption.
+Every subcommand is resumable: rerun the same command after an interruption. An error in the input ends
+with one line on stderr and exit status 2; --debug (or ERNIEVIL_DS_DEBUG=1) shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ernievil_ds.data.captions import CAPTION_FORMATS
 from ernievil_ds.data.region_features import FEATURE_READERS
 from ernievil_ds.distributed import setup_logging
+from ernievil_ds.errors import require_output_dir, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +75,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from ernievil_ds.data import build_synth_scenes, load_tokenizer
 
     build_synth_scenes(
-        args.output,
+        require_output_dir(Path(args.output)),
         num_train_images=args.train_images,
         num_eval_images=args.eval_images,
         seed=args.seed,
@@ -123,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, prog="prepare_data.py"))

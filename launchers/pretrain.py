@@ -5,7 +5,9 @@
     deepspeed launchers/pretrain.py --deepspeed ds_configs/v100_8.json --recipe paper_base \
         --data-dir DATA --output-dir runs/base
 
-The library holds the logic (ernievil_ds.training); this file is the DeepSpeed program.
+The library holds the logic (ernievil_ds.training); this file is the DeepSpeed program. An error in the
+input stops every rank with exit status 2 and one line from rank 0; --debug (or ERNIEVIL_DS_DEBUG=1)
+shows its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import deepspeed
 
 from ernievil_ds.distributed import setup_logging
+from ernievil_ds.errors import run_command
 from ernievil_ds.training.arguments import parse_pretrain_arguments
 from ernievil_ds.training.pretrain import PretrainingRun
 
@@ -44,4 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, prog="pretrain.py"))

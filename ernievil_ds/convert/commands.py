@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_convert_paddle(args: argparse.Namespace) -> int:
     from ernievil_ds.convert.paddle_checkpoint import convert_paddle_checkpoint
+    from ernievil_ds.errors import require_output_dir
 
+    require_output_dir(args.output)
     print(convert_paddle_checkpoint(args.params, args.config, args.vocab, args.output, args.allow_unused))
     return 0

@@ -16,8 +16,12 @@ import torch
 from ernievil_ds.data.schema import FEATURE_DIM, IMAGES_DIR, NUM_DETECTOR_CLASSES, PAIRS_DIR
 from ernievil_ds.data.storage import load_table
 from ernievil_ds.distributed import get_logger
+from ernievil_ds.errors import UserError
 
 logger = get_logger(__name__)
+
+#: How many image ids of pairs without an image are named.
+MAX_REPORTED_IDS = 5
 
 
 def _list_storage(chunk: pa.Array) -> pa.ListArray:
@@ -107,11 +111,14 @@ class PretrainingDataset(torch.utils.data.Dataset):
         rows = np.array([image_row.get(i, -1) for i in pair_image_ids], dtype=np.int64)
         self._pair_rows = np.flatnonzero(rows >= 0)
         self._image_rows = rows[self._pair_rows]
-        if len(self._pair_rows) < len(rows):
+        self.missing_images = [pair_image_ids[i] for i in np.flatnonzero(rows < 0)[:MAX_REPORTED_IDS]]
+        self.num_missing_images = len(rows) - len(self._pair_rows)
+        if self.num_missing_images:
             logger.warning(
-                "%d of %d pairs have no image in the images table and are left out",
-                len(rows) - len(self._pair_rows),
+                "%d of %d pairs have no image in the images table and are left out (first image ids: %s)",
+                self.num_missing_images,
                 len(rows),
+                ", ".join(self.missing_images),
             )
         self._open_columns()
 
@@ -174,8 +181,11 @@ class PretrainingDataset(torch.utils.data.Dataset):
 def load_pretraining_split(data_dir: str | Path, split: str = "train") -> PretrainingDataset:
     """Load one split of a prepared data directory (pairs joined with the images table).
 
+    Pairs whose image is not in the images table are left out, with a warning that counts them.
+
     Raises:
         FileNotFoundError: when ``data_dir`` or its split is missing, naming the splits it has.
+        UserError: when no pair is left, naming both tables.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -186,4 +196,13 @@ def load_pretraining_split(data_dir: str | Path, split: str = "train") -> Pretra
         raise FileNotFoundError(
             f"{data_dir} has no split {split!r} (no {pairs_dir}); splits found: {available}"
         )
-    return PretrainingDataset(load_table(pairs_dir), load_table(data_dir / IMAGES_DIR))
+    dataset = PretrainingDataset(load_table(pairs_dir), load_table(data_dir / IMAGES_DIR))
+    if len(dataset) == 0 and dataset.num_missing_images:
+        raise UserError(
+            f"none of the {dataset.num_missing_images} pairs of {pairs_dir} has its image in "
+            f"{data_dir / IMAGES_DIR} (first image ids: {', '.join(dataset.missing_images)}): import those "
+            "images' features, or key the captions as the features are keyed (--image-id)"
+        )
+    if len(dataset) == 0:
+        raise UserError(f"{pairs_dir} holds no pairs")
+    return dataset

@@ -3,7 +3,8 @@
 Records are read in file order and cut into shards of ``shard_size``; each shard is decoded (malformed
 records skipped and counted), annotated (captions: scene graph and WordPieces, through
 ``datasets.map(num_proc=)``) and written atomically. A rerun skips the shards already on disk, so an
-interrupted import neither loses nor duplicates records; the table's manifest is written last.
+interrupted import neither loses nor duplicates records; the table's manifest is written last. An import
+that yields no row at all is an error: it leaves no table behind, and no manifest.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from datasets import Dataset, Features, Value
 from tqdm.auto import tqdm
 
 from ernievil_ds.data import captions as caption_readers
-from ernievil_ds.data.region_features import FEATURE_READERS, decode_region_record
+from ernievil_ds.data.region_features import FEATURE_READERS, check_feature_input, decode_region_record
 from ernievil_ds.data.schema import IMAGES_DIR, NUM_DETECTOR_CLASSES, PAIR_FEATURES, PAIRS_DIR
 from ernievil_ds.data.storage import (
     JOB,
+    clear_table,
     completed_shards,
     images_dataset,
     pairs_dataset,
@@ -36,6 +38,7 @@ from ernievil_ds.data.storage import (
 )
 from ernievil_ds.data.tokenization import annotate_pairs, load_tokenizer
 from ernievil_ds.distributed import get_logger
+from ernievil_ds.errors import UserError, require_output_dir
 
 logger = get_logger(__name__)
 
@@ -140,9 +143,25 @@ def write_table(
         }
         write_shard(dataset, table_dir, index, stats | extra)
     progress.close()
+    return _finish_table(table_dir, source)
+
+
+def _input_names(source: dict) -> str:
+    return ", ".join(Path(path).name for path, _ in source["inputs"]) or "no input"
+
+
+def _finish_table(table_dir: Path, source: dict) -> ImportReport:
+    """Sum the shards' reports and write the manifest; a table of zero rows is removed instead.
+
+    Raises:
+        UserError: when no record could be imported, with the malformed records' count and first reasons.
+    """
     report = ImportReport()
     for index in completed_shards(table_dir):
         report.add(shard_stats(table_dir, index))
+    if report.rows == 0:
+        clear_table(table_dir)
+        raise UserError(f"nothing imported from {_input_names(source)} into {table_dir}: {report.summary()}")
     write_manifest(table_dir, {"source": source, "report": asdict(report)})
     (table_dir / JOB).unlink()
     if report.malformed:
@@ -236,6 +255,21 @@ def caption_items(
             yield from caption_readers.read_jsonl(path)
 
 
+def _check_caption_inputs(format: str, inputs: list[Path], urls: Path | None) -> None:
+    """Refuse, before anything is written, an input that is not a file of ``format``, and SBU caption text
+    without its URL file.
+
+    Raises:
+        FileNotFoundError: a missing file. UserError: a file of another kind, or a missing ``urls``.
+    """
+    for path in inputs:
+        caption_readers.check_caption_file(format, path)
+        if format == "sbu":
+            caption_readers.check_sbu_urls(path, urls)
+    if urls is not None:
+        caption_readers.check_caption_file("sbu", urls)
+
+
 def import_captions(
     format: str,
     inputs: list[str | Path],
@@ -268,21 +302,18 @@ def import_captions(
             (default: the project's ``SceneGraphParser``).
 
     Raises:
-        FileNotFoundError: for a missing input file. ValueError: for an unknown format, or an output
-        that holds another import.
+        FileNotFoundError: for a missing input file. ValueError: for an unknown format, an input that is
+        not a file of that format, an output that holds another import, or an import of zero rows.
     """
     inputs = [Path(p) for p in inputs]
     if format not in caption_readers.CAPTION_FORMATS:
         raise ValueError(
             f"unknown caption format {format!r}; choose one of {', '.join(caption_readers.CAPTION_FORMATS)}"
         )
-    if format == "sbu" and urls is None:
-        raise ValueError("the sbu format needs the URL file (--urls) beside the caption file")
     if image_id not in ("line", "url"):
         raise ValueError(f"image_id must be 'line' or 'url', got {image_id!r}")
-    for path in inputs + ([Path(urls)] if urls is not None else []):
-        if not path.is_file():
-            raise FileNotFoundError(f"caption file {path} does not exist")
+    _check_caption_inputs(format, inputs, Path(urls) if urls is not None else None)
+    require_output_dir(Path(output_dir))
     factory = parser_factory or functools.partial(_default_parser, spacy_model)
     source = {
         "kind": "captions",
@@ -369,12 +400,16 @@ def import_region_features(
     than numpy's arrays and Python's builtins is refused, counted and reported as malformed.
 
     Raises:
-        FileNotFoundError: for a missing input. ValueError: for an unknown format, an output holding
-        another import, or an LMDB whose ``keys`` entry is missing or refused.
+        FileNotFoundError: for a missing input. ValueError: for an unknown format, an input of another
+        format, an output holding another import, an LMDB whose ``keys`` entry is missing or refused, or
+        an import of zero rows.
     """
     if format not in FEATURE_READERS:
         raise ValueError(f"unknown feature format {format!r}; choose one of {', '.join(FEATURE_READERS)}")
     paths = [Path(p) for p in inputs]
+    for path in paths:
+        check_feature_input(format, path)
+    require_output_dir(Path(output_dir))
     class_names = read_detector_classes(detector_classes) if detector_classes is not None else None
     reader = FEATURE_READERS[format]
     with_cls = _first_has_class_distribution(reader(paths))

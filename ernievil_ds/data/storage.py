@@ -48,7 +48,8 @@ def write_shard(dataset: Dataset, table_dir: Path, index: int, stats: dict | Non
     final = shard_dir(table_dir, index)
     partial = table_dir / f".partial-{index:05d}"
     shutil.rmtree(partial, ignore_errors=True)
-    dataset.save_to_disk(str(partial))
+    # An empty Dataset saved with the default shard count has no Arrow file, which load_from_disk rejects.
+    dataset.save_to_disk(str(partial), num_shards=None if len(dataset) else 1)
     (partial / SHARD_STATS).write_text(json.dumps(stats or {"rows": len(dataset)}))
     partial.rename(final)
     return final
@@ -89,7 +90,8 @@ def load_table(table_dir: Path) -> Dataset:
     """Memory-map a complete table as one ``Dataset``.
 
     Raises:
-        FileNotFoundError: when ``table_dir`` has no manifest (it was never prepared, or not finished).
+        FileNotFoundError: when ``table_dir`` has no manifest (it was never prepared, or not finished), or
+            a manifest and no shard.
     """
     if read_manifest(table_dir) is None:
         raise FileNotFoundError(
@@ -97,6 +99,8 @@ def load_table(table_dir: Path) -> Dataset:
             "or rerun the interrupted command to finish it"
         )
     shards = [load_from_disk(str(shard_dir(table_dir, i))) for i in completed_shards(table_dir)]
+    if not shards:
+        raise FileNotFoundError(f"{table_dir} has a {MANIFEST} but no shard: rerun the import that wrote it")
     return concatenate_datasets(shards) if len(shards) > 1 else shards[0]
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ernievil_ds.distributed import get_logger
+from ernievil_ds.errors import UserError
 
 logger = get_logger(__name__)
 
@@ -97,10 +98,30 @@ def _make_parser(args: argparse.Namespace):
     """The parser the arguments ask for; a missing pipeline stops here, before any input is read."""
     from ernievil_ds.scene_graph.parser import SceneGraphParser
 
-    try:
-        return SceneGraphParser(args.spacy_model, n_process=args.num_proc, batch_size=args.batch_size)
-    except (OSError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from error
+    return SceneGraphParser(args.spacy_model, n_process=args.num_proc, batch_size=args.batch_size)
+
+
+def read_gold_graphs(path: Path) -> list[dict]:
+    """The gold scene graphs of a JSONL file, one JSON object with a ``caption`` per non-blank line.
+
+    Raises:
+        UserError: a missing file, or the first line that is not UTF-8 JSON holding an object.
+    """
+    if not path.is_file():
+        raise UserError(f"gold file {path} does not exist")
+    gold = []
+    with path.open("rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except ValueError as error:  # UnicodeDecodeError and JSONDecodeError alike
+                raise UserError(f"{path} line {line_number} is not a JSON line ({error})") from error
+            if not isinstance(record, dict):
+                raise UserError(f"{path} line {line_number} holds a {type(record).__name__}, not an object")
+            gold.append(record)
+    return gold
 
 
 def run_parse(args: argparse.Namespace) -> int:
@@ -109,7 +130,7 @@ def run_parse(args: argparse.Namespace) -> int:
     from ernievil_ds.scene_graph.parser import caption_problem
 
     if not args.input.is_file():
-        raise SystemExit(f"error: input file {str(args.input)!r} does not exist")
+        raise UserError(f"input file {args.input} does not exist")
     parser = _make_parser(args)
     problems: Counter = Counter()
     first_bad_line: dict[str, int] = {}
@@ -142,10 +163,7 @@ def run_parse(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     from ernievil_ds.scene_graph.scoring import score_graphs
 
-    if not args.gold.is_file():
-        raise SystemExit(f"error: gold file {str(args.gold)!r} does not exist")
-    with args.gold.open(encoding="utf-8") as f:
-        gold = [json.loads(line) for line in f if line.strip()]
+    gold = read_gold_graphs(args.gold)
     parser = _make_parser(args)
     scores = score_graphs(parser.parse_stream(g.get("caption") for g in gold), gold)
     if args.json:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ernievil_ds.distributed import barrier, dist_info, get_logger
+from ernievil_ds.errors import UserError
 
 logger = get_logger(__name__)
 
@@ -23,7 +24,7 @@ COMPLETE_MARKER = "COMPLETE"
 _TAG_PREFIX = "step_"
 
 
-class CheckpointWorldSizeError(RuntimeError):
+class CheckpointWorldSizeError(UserError):
     """A ZeRO checkpoint's optimizer partitions were written by a different number of processes."""
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ernievil_ds.errors import UserError, require_dir
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser("export", help="consolidate a ZeRO checkpoint into a Hugging Face model")
@@ -54,19 +56,27 @@ def run_eval_cloze(args: argparse.Namespace) -> int:
 
     data = args.data or default_synth_dir()
     if not data.is_dir():
-        raise FileNotFoundError(f"No data at {data}: pass --data DIR (a prepared data directory)")
+        raise UserError(f"no data at {data}: pass --data DIR (a prepared data directory)")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise UserError(f"--max-examples must be at least 1, got {args.max_examples}")
     options = {"split": args.split, "max_examples": args.max_examples, "device": args.device}
     if args.every_checkpoint is not None:
+        require_dir(args.every_checkpoint, "run directory")
         curve = cloze.run_cloze_per_checkpoint(args.every_checkpoint, data, **options)
         print(json.dumps(curve, indent=2) if args.json else cloze.format_cloze_curve(curve))
         return 0
+    if not (require_dir(args.model, "model folder") / "config.json").is_file():
+        raise UserError(f"model folder {args.model} has no config.json: export a checkpoint into it first")
     results = cloze.run_cloze(args.model, data, **options)
     print(json.dumps(results, indent=2) if args.json else cloze.format_cloze_table(results))
     return 0
 
 
 def run_plot(args: argparse.Namespace) -> int:
+    from ernievil_ds.training.metrics import METRICS_FILE
     from ernievil_ds.training.plot import plot_metrics
 
+    if not (require_dir(args.run_dir, "run directory") / METRICS_FILE).is_file():
+        raise UserError(f"run directory {args.run_dir} has no {METRICS_FILE}: is it a pretraining run?")
     print(plot_metrics(args.run_dir, args.output))
     return 0

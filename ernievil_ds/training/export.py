@@ -7,6 +7,7 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForPreTraining
 
 from ernievil_ds.distributed import get_logger
+from ernievil_ds.errors import UserError, require_output_dir
 from ernievil_ds.training.checkpoint import complete_checkpoints
 
 logger = get_logger(__name__)
@@ -17,14 +18,14 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     output directory; the newest complete checkpoint is taken when a folder holds several."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
-        raise FileNotFoundError(f"No checkpoint at {checkpoint}")
+        raise UserError(f"checkpoint {checkpoint} does not exist")
     for root in (checkpoint, checkpoint / "checkpoints"):
         if (root / "config.json").is_file() and any(root.glob("*model_states.pt")):
             return root
         found = complete_checkpoints(root)
         if found:
             return found[-1][1]
-    raise FileNotFoundError(f"{checkpoint} holds no complete ernievil-ds checkpoint (no step_*/COMPLETE)")
+    raise UserError(f"{checkpoint} holds no complete ernievil-ds checkpoint (no step_*/COMPLETE)")
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
@@ -38,6 +39,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     from transformers import AutoTokenizer
 
     tag_dir = resolve_checkpoint(checkpoint)
+    output_dir = require_output_dir(Path(output_dir), "export folder")
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
     model = AutoModelForPreTraining.from_config(AutoConfig.from_pretrained(tag_dir))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
@@ -48,7 +50,6 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
             f"unexpected {sorted(unexpected)}"
         )
     model.tie_weights()
-    output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     if (tag_dir / "tokenizer_config.json").is_file():
         AutoTokenizer.from_pretrained(tag_dir).save_pretrained(output_dir)

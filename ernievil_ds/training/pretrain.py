@@ -10,6 +10,8 @@ fault-tolerant checkpoints and the final export.
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForPreTraining
@@ -31,10 +34,12 @@ from ernievil_ds.data import (
     load_pretraining_split,
     load_tokenizer,
 )
+from ernievil_ds.data.schema import IMAGES_DIR, MANIFEST, PAIRS_DIR
 from ernievil_ds.data.storage import load_detector_class_names
 from ernievil_ds.distributed import barrier, dist_info, get_logger
+from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
-from ernievil_ds.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from ernievil_ds.training.checkpoint import complete_checkpoints, load_latest_checkpoint, save_checkpoint
 from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
 from ernievil_ds.training.metrics import LossAverager, MetricsWriter, ThroughputMeter
 from ernievil_ds.training.schedules import noam_schedule
@@ -53,7 +58,14 @@ def build_config(args: argparse.Namespace) -> ErnieVilConfig:
         return ErnieVilConfig.from_preset(args.preset, **overrides)
     if not args.model_config.is_file():
         raise FileNotFoundError(f"--model-config {args.model_config} does not exist")
-    values = json.loads(args.model_config.read_text())
+    try:
+        values = json.loads(args.model_config.read_text())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise UserError(f"--model-config {args.model_config} is not a JSON file ({error})") from error
+    if not isinstance(values, dict):
+        raise UserError(
+            f"--model-config {args.model_config} holds a {type(values).__name__}, not a JSON object"
+        )
     model_type = values.pop("model_type", ErnieVilConfig.model_type)
     if args.loss_weights:
         values["task_loss_weights"] = {**(values.get("task_loss_weights") or {}), **args.loss_weights}
@@ -85,6 +97,7 @@ def prepare_data_dir(args: argparse.Namespace, tokenizer) -> Path:
                 f"--data-dir {args.data_dir} does not exist; prepare one with launchers/prepare_data.py, "
                 f"or leave --data-dir out to train on the built-in SynthScenes"
             )
+        check_prepared_data_dir(args.data_dir)
         return args.data_dir
     data_dir = default_synth_dir(args.seed, args.synth_train_images, args.synth_eval_images)
     if dist_info().is_main:
@@ -97,6 +110,92 @@ def prepare_data_dir(args: argparse.Namespace, tokenizer) -> Path:
         )
     barrier()
     return data_dir
+
+
+#: The tables a pretraining run reads from its data directory.
+REQUIRED_TABLES = (f"{PAIRS_DIR}/train", f"{PAIRS_DIR}/eval", IMAGES_DIR)
+
+
+def check_prepared_data_dir(data_dir: Path) -> None:
+    """Refuse a data directory that lacks one of ``REQUIRED_TABLES`` or holds an unfinished one.
+
+    Raises:
+        UserError: naming every table that is missing or unfinished.
+    """
+    problems = [
+        f"{table} {'is unfinished (no ' + MANIFEST + ')' if (data_dir / table).is_dir() else 'is missing'}"
+        for table in REQUIRED_TABLES
+        if not (data_dir / table / MANIFEST).is_file()
+    ]
+    if problems:
+        raise UserError(
+            f"--data-dir {data_dir} is not ready for pretraining: {'; '.join(problems)}. Import captions "
+            "(--split train and --split eval) and features with launchers/prepare_data.py, or rerun an "
+            "interrupted import to finish it"
+        )
+
+
+def check_resumable(checkpoint_root: Path) -> None:
+    """Refuse ``--resume`` when there is no complete checkpoint to continue from.
+
+    Raises:
+        UserError: naming the checkpoint folder.
+    """
+    if not complete_checkpoints(checkpoint_root):
+        raise UserError(
+            f"--resume: {checkpoint_root} holds no complete checkpoint (no step_*/COMPLETE); leave --resume "
+            "out to start this run afresh"
+        )
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite: the run stops before it saves the damaged weights."""
+
+
+class NonFiniteLossGuard:
+    """Stops an fp32/bf16 run at the first micro-batch whose loss is not finite, naming the step and pairs.
+
+    ``watch`` keeps one on-device flag per micro-batch (no host sync on the hot path); ``check``, called at
+    each optimizer step, reduces them over ranks (one sync per step) and raises on every rank, before any
+    checkpoint of the damaged weights is saved. fp16 runs are left to DeepSpeed's loss scaler, which skips
+    the steps whose gradients overflow.
+    """
+
+    def __init__(self, enabled: bool, pair_ids_at: Callable[[int, int], list[str]]) -> None:
+        self.enabled, self.pair_ids_at = enabled, pair_ids_at
+        self.flags: list[torch.Tensor] = []
+        self.batches: list[tuple[int, int, int]] = []  # (step, epoch, first sample index) per micro-batch
+
+    def watch(self, loss: torch.Tensor, step: int, epoch: int, first_index: int) -> None:
+        if self.enabled:
+            self.flags.append(~torch.isfinite(loss.detach()))
+            self.batches.append((step, epoch, first_index))
+
+    def check(self) -> None:
+        """Collective. Raises NonFiniteLossError naming the first bad micro-batch's step and pair ids."""
+        if not self.flags:
+            return
+        local = torch.stack(self.flags).to(torch.int32)  # (micro_batches,)
+        flags = local.clone()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad = torch.nonzero(flags).flatten().tolist()
+        batches, self.flags, self.batches = self.batches, [], []
+        if bad:
+            step, epoch, first_index = batches[bad[0]]
+            culprits = self._gather_pair_ids(bool(local[bad[0]]), epoch, first_index)
+            raise NonFiniteLossError(
+                f"the training loss is not finite at step {step} (batch of pairs {culprits}); stopped before "
+                "saving, so the last complete checkpoint is intact: lower the learning rate or check those pairs"
+            )
+
+    def _gather_pair_ids(self, mine: bool, epoch: int, first_index: int) -> str:
+        ids = self.pair_ids_at(epoch, first_index) if mine else None
+        gathered = [ids]
+        if dist.is_available() and dist.is_initialized():
+            gathered = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, ids)
+        return "; ".join(f"rank {rank}: {', '.join(i)}" for rank, i in enumerate(gathered) if i is not None)
 
 
 def add_grounding_targets(collator: SGPCollator, config: ErnieVilConfig, data_dir: Path) -> None:
@@ -167,7 +266,8 @@ class PretrainingRun:
         """Check the DeepSpeed config against the world size, then build tokenizer, data and model.
 
         Raises:
-            ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument.
+            ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument, a
+                data split with no pair left once joined with the images, or too few for one batch.
             FileNotFoundError: a missing config file, data directory or checkpoint.
         """
         info = dist_info()
@@ -187,10 +287,21 @@ class PretrainingRun:
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)
         add_grounding_targets(collator, model.config, data_dir)
+        if args.resume:
+            check_resumable(args.output_dir / "checkpoints")
+        run = cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
+        # Open both splits now: pairs without images, or a split too small, stop the run before DeepSpeed
+        # starts rather than at the first batch or, for the evaluation split, at the end of training.
+        logger.info(
+            "%s: %d training pairs, %d evaluation pairs",
+            data_dir,
+            len(run.train_loader[0].dataset),
+            len(run.eval_loader.dataset),
+        )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
             write_resolved_arguments(args, model.config)
-        return cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
+        return run
 
     def lr_scheduler(self) -> Callable | None:
         """The learning-rate schedule to hand to ``deepspeed.initialize``: None when the DeepSpeed JSON has a
@@ -219,9 +330,11 @@ class PretrainingRun:
         averager, meter = LossAverager(engine.device), ThroughputMeter()
         progress = tqdm(total=args.max_steps, initial=step, desc="pretrain", disable=not info.is_main)
         last_losses: dict[str, float] = {}
+        guard = NonFiniteLossGuard(not engine.fp16_enabled(), self.pair_ids_at)
         batches = self.batches(position) if step < stop_step else iter(())
         for batch in batches:
             outputs = engine(**batch_to_engine(batch, engine.device, engine_dtype(engine)))
+            guard.watch(outputs.loss, step + 1, position.epoch, position.index - self.micro_batch_size)
             engine.backward(outputs.loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
@@ -229,6 +342,7 @@ class PretrainingRun:
             meter.add(*self.work_of(batch))
             if not boundary:
                 continue
+            guard.check()
             step = engine.global_steps
             progress.update(1)
             if step % args.log_every == 0 or step == stop_step:
@@ -300,6 +414,14 @@ class PretrainingRun:
                 f"of {self.micro_batch_size} on each of {info.world_size} processes"
             )
         return loader, sampler
+
+    def pair_ids_at(self, epoch: int, first_index: int) -> list[str]:
+        """The pair ids of this rank's micro-batch that starts at sample ``first_index`` of ``epoch``."""
+        loader, sampler = self.train_loader
+        sampler = copy.copy(sampler)  # the loader's iterator keeps its own order
+        sampler.load_state_dict({"epoch": epoch, "position": first_index})
+        indices = list(itertools.islice(iter(sampler), self.micro_batch_size))
+        return [example["pair_id"] for example in loader.dataset.__getitems__(indices)]
 
     def work_of(self, batch: dict[str, torch.Tensor]) -> tuple[int, float]:
         """The pairs and model FLOPs of one micro-batch summed over all ranks (for the throughput meter)."""

@@ -86,13 +86,21 @@ def test_parse_command_reads_jsonl_and_counts_bad_lines(parser, tmp_path, caplog
     assert "3 of 6 lines gave an empty graph: 3 not text (first at line 2)" in caplog.text
 
 
-def test_parse_command_fails_at_start_on_a_missing_pipeline(tmp_path):
+def test_parse_command_fails_at_start_on_a_missing_pipeline(tmp_path, capsys):
     source = tmp_path / "captions.txt"
     source.write_text("a dog\n", encoding="utf-8")
     args = ["parse-scene-graphs", "--input", str(source), "--output", str(tmp_path / "out.jsonl")]
-    with pytest.raises(SystemExit, match="Install it with: python -m spacy download en_core_web_nonexistent"):
-        main([*args, "--spacy-model", "en_core_web_nonexistent"])
+    assert main([*args, "--spacy-model", "en_core_web_nonexistent"]) == 2
+    assert "Install it with: python -m spacy download en_core_web_nonexistent" in capsys.readouterr().err
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_eval_command_refuses_a_file_that_is_not_jsonl_naming_the_line(tmp_path, capsys):
+    gold = tmp_path / "gold.txt"
+    gold.write_text('{"caption": "a dog"}\na dog on a bench\n', encoding="utf-8")
+    assert main(["eval-scene-graphs", "--gold", str(gold)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ernievil-ds: error: {gold} line 2 is not a JSON line") and err.count("\n") == 1
 
 
 def test_eval_command_prints_the_library_scores(parser, dev_set, tmp_path, capsys):

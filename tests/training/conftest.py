@@ -77,3 +77,31 @@ def run_pretrain():
 def train_records():
     """``train_records(output_dir)``: the records of a run's ``metrics.jsonl``."""
     return _train_records
+
+
+@pytest.fixture
+def marked_data_dir(tmp_path) -> Path:
+    """A data directory whose pairs/train, pairs/eval and images tables are marked complete (a manifest
+    each) but hold no rows, and which names no detector classes: enough for the checks that run before
+    any data is read."""
+    from ernievil_ds.training.pretrain import REQUIRED_TABLES
+
+    data = tmp_path / "data"
+    for table in REQUIRED_TABLES:
+        (data / table).mkdir(parents=True)
+        (data / table / "manifest.json").write_text("{}")
+    return data
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory) -> Path:
+    """A prepared SynthScenes directory of 20 training and 10 evaluation images (three pairs each)."""
+    from ernievil_ds.data import build_synth_scenes, load_tokenizer
+
+    return build_synth_scenes(
+        tmp_path_factory.mktemp("small_synth"),
+        num_train_images=20,
+        num_eval_images=10,
+        seed=0,
+        tokenizer=load_tokenizer(),
+    )

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from ernievil_ds import ErnieVilConfig
+from ernievil_ds.data.prepare import import_captions
+from ernievil_ds.errors import UserError
 from ernievil_ds.training.arguments import add_pretrain_arguments, parse_pretrain_arguments
 from ernievil_ds.training.pretrain import PretrainingRun, build_config
+from tests.data.word_parser import WordParser
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "ds_configs"
@@ -61,6 +65,72 @@ def test_missing_data_directory(tmp_path):
         PretrainingRun.prepare(args)
 
 
+def test_an_empty_or_partial_data_directory_names_what_is_missing(tmp_path, marked_data_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        UserError, match=r"not ready for pretraining: pairs/train is missing; pairs/eval is missing"
+    ):
+        PretrainingRun.prepare(cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(empty)))
+    (marked_data_dir / "images" / "manifest.json").unlink()  # an interrupted feature import
+    with pytest.raises(UserError, match=r"pretraining: images is unfinished \(no manifest.json\)\. Import"):
+        PretrainingRun.prepare(cpu_run(tmp_path, "--preset", "tiny", "--data-dir", str(marked_data_dir)))
+
+
+def test_an_evaluation_split_without_images_stops_the_run_at_its_start(tmp_path, small_data_dir):
+    data = shutil.copytree(small_data_dir, tmp_path / "data")
+    shutil.rmtree(data / "pairs" / "eval")
+    (tmp_path / "eval.jsonl").write_text(
+        json.dumps({"image_id": "not-an-image", "caption": "a red cube"}) + "\n"
+    )
+    import_captions("jsonl", [tmp_path / "eval.jsonl"], data, split="eval", parser_factory=WordParser)
+    with pytest.raises(
+        UserError,
+        match=r"none of the 1 pairs of .*pairs/eval has its image in .*data/images \(first image ids: not-an-image\)",
+    ):
+        PretrainingRun.prepare(cpu_run(tmp_path / "run", "--preset", "tiny", "--data-dir", str(data)))
+
+
+def test_resume_without_a_complete_checkpoint_is_refused(tmp_path):
+    (tmp_path / "checkpoints" / "step_00000002").mkdir(parents=True)  # a save killed before COMPLETE
+    with pytest.raises(UserError, match=r"--resume: .*checkpoints holds no complete checkpoint"):
+        PretrainingRun.prepare(cpu_run(tmp_path, "--preset", "tiny", "--resume"))
+
+
+@pytest.mark.parametrize(
+    ("block", "key", "value", "message"),
+    [
+        (None, "zero_optimisation", {"stage": 2}, "'zero_optimisation': did you mean 'zero_optimization'"),
+        (
+            "zero_optimization",
+            "reduce_bucket_sise",
+            10,
+            "'zero_optimization.reduce_bucket_sise': did you mean 'reduce_bucket_size'",
+        ),
+        (
+            "zero_optimization",
+            "offload_optimizer",
+            {"devise": "cpu"},
+            "'zero_optimization.offload_optimizer.devise': did you mean 'device'",
+        ),
+        ("optimizer", "parms", {}, "'optimizer.parms': did you mean 'params'"),
+        (
+            "activation_checkpointing",
+            "partition_activation",
+            True,
+            "'activation_checkpointing.partition_activation': did you mean 'partition_activations'",
+        ),
+    ],
+)
+def test_a_misspelled_deepspeed_key_is_refused_with_the_closest_name(tmp_path, block, key, value, message):
+    config = json.loads((CONFIGS / "cpu_fp32.json").read_text())
+    (config.setdefault(block, {}) if block else config)[key] = value
+    (tmp_path / "ds.json").write_text(json.dumps(config))
+    args = parse("--deepspeed", str(tmp_path / "ds.json"), "--output-dir", str(tmp_path), "--max-steps", "2")
+    with pytest.raises(UserError, match=rf"ds.json: unknown key {re.escape(message)}\?"):
+        PretrainingRun.prepare(args)
+
+
 def test_missing_model_config_and_bad_max_steps(tmp_path):
     common = ("--deepspeed", str(CONFIGS / "cpu_fp32.json"), "--output-dir", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="--model-config"):
@@ -88,10 +158,8 @@ def test_node_mask_prob_by_type(tmp_path, capsys):
         assert re.search(message, capsys.readouterr().err), bad
 
 
-def test_grounding_needs_the_detectors_class_names(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    args = cpu_run(tmp_path, "--preset", "tiny-grounded", "--data-dir", str(data))
+def test_grounding_needs_the_detectors_class_names(tmp_path, marked_data_dir):
+    args = cpu_run(tmp_path, "--preset", "tiny-grounded", "--data-dir", str(marked_data_dir))
     with pytest.raises(
         ValueError, match=r"grounding loss .* needs the detector's class names, and .*data has none"
     ):
@@ -184,9 +252,8 @@ def test_model_config_and_loss_weights_merge_and_validate_as_a_preset_does(tmp_p
         build_config(cpu_run(tmp_path, "--model-config", str(path), "--loss-weights", '{"relation": 2.0}'))
 
 
-def test_the_resolved_settings_are_written_beside_the_run(tmp_path):
-    args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(tmp_path / "data"))
-    (tmp_path / "data").mkdir()
+def test_the_resolved_settings_are_written_beside_the_run(tmp_path, small_data_dir):
+    args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(small_data_dir))
     PretrainingRun.prepare(args)
     written = json.loads((tmp_path / "run" / "args.json").read_text())
     assert written["arguments"]["sgp"] is False and written["arguments"]["preset"] == "tiny"
