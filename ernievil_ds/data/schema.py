@@ -50,9 +50,6 @@ PAIR_FEATURES = Features(
     }
 )
 
-#: Columns a caption importer provides before parsing and tokenisation add the rest.
-RAW_PAIR_COLUMNS = ("pair_id", "image_id", "caption")
-
 
 def image_features(with_class_distribution: bool) -> Features:
     """The images table's schema; ``cls_prob`` only when the detector's class distribution is available."""
