@@ -15,6 +15,15 @@ from pathlib import Path
 
 from ernievil_ds.data.collator import node_mask_rates
 from ernievil_ds.data.synth import DEFAULT_SYNTH_EVAL_IMAGES, DEFAULT_SYNTH_TRAIN_IMAGES
+from ernievil_ds.errors import UserError
+
+
+class PretrainArgumentParser(argparse.ArgumentParser):
+    """A parser whose errors raise ``UserError``: under the ``deepspeed`` launcher every rank parses the
+    same command line, and the command's error path (``run_command``) reports it once, from rank 0."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see --help)")
 
 
 def node_mask_prob_argument(text: str) -> float | dict[str, float]:
