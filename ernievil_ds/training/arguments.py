@@ -172,7 +172,7 @@ def find_recipe(name_or_path: str, recipes_dir: Path | None) -> Path:
     """A recipe file: ``name_or_path`` itself when it is a file, else ``recipes_dir/<name>.json``.
 
     Raises:
-        FileNotFoundError: naming what was looked for and the recipes there are.
+        UserError: naming what was looked for and the recipes there are.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -180,36 +180,34 @@ def find_recipe(name_or_path: str, recipes_dir: Path | None) -> Path:
     if recipes_dir is not None and (recipes_dir / f"{name_or_path}.json").is_file():
         return recipes_dir / f"{name_or_path}.json"
     known = sorted(p.stem for p in recipes_dir.glob("*.json")) if recipes_dir is not None else []
-    raise FileNotFoundError(
-        f"No recipe {name_or_path!r}: not a file, and not one of {known} in {recipes_dir}"
-    )
+    raise UserError(f"No recipe {name_or_path!r}: not a file, and not one of {known} in {recipes_dir}")
 
 
 def recipe_arguments(path: Path, parser: argparse.ArgumentParser) -> list[str]:
     """The command-line arguments that a recipe file stands for.
 
     Raises:
-        ValueError: the file is not a JSON object, names a flag the parser does not have, or gives a value
+        UserError: the file is not a JSON object, names a flag the parser does not have, or gives a value
             of the wrong kind (``false`` for a flag that has no ``--no-`` form).
     """
     try:
         recipe = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"Recipe {path} is not valid JSON: {error}") from error
+        raise UserError(f"Recipe {path} is not valid JSON: {error}") from error
     if not isinstance(recipe, dict):
-        raise ValueError(f"Recipe {path} must be a JSON object of flag -> value")
+        raise UserError(f"Recipe {path} must be a JSON object of flag -> value")
     recipe.pop("description", None)
     flags = {option for action in parser._actions for option in action.option_strings}
     argv = []
     for key, value in recipe.items():
         flag = f"--{key}"
         if flag not in flags or flag == "--recipe":
-            raise ValueError(f"Recipe {path} names {key!r}, which is not a pretraining flag")
+            raise UserError(f"Recipe {path} names {key!r}, which is not a pretraining flag")
         if value is True:
             argv.append(flag)
         elif value is False:
             if f"--no-{key}" not in flags:
-                raise ValueError(f"Recipe {path}: {key!r} is a flag that cannot be turned off; leave it out")
+                raise UserError(f"Recipe {path}: {key!r} is a flag that cannot be turned off; leave it out")
             argv.append(f"--no-{key}")
         else:
             argv += [flag, json.dumps(value) if isinstance(value, (dict, list)) else str(value)]
@@ -222,16 +220,11 @@ def parse_pretrain_arguments(
     """Parse the pretraining command line (``sys.argv[1:]`` by default), with ``--recipe``'s flags placed
     before the given ones."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = add_pretrain_arguments(
-        argparse.ArgumentParser(description="Pretrain ERNIE-ViL under DeepSpeed.")
-    )
+    parser = add_pretrain_arguments(PretrainArgumentParser(description="Pretrain ERNIE-ViL under DeepSpeed."))
     recipe_only = argparse.ArgumentParser(add_help=False)
     recipe_only.add_argument("--recipe")
     recipe = recipe_only.parse_known_args(argv)[0].recipe
     if recipe is None:
         return parser.parse_args(argv)
-    try:
-        prefix = recipe_arguments(find_recipe(recipe, recipes_dir), parser)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    prefix = recipe_arguments(find_recipe(recipe, recipes_dir), parser)
     return parser.parse_args([*prefix, *argv])

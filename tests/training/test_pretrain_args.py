@@ -202,32 +202,23 @@ def test_a_recipe_sets_flags_and_the_command_line_overrides_them(tmp_path):
         ([1, 2], "must be a JSON object"),
     ],
 )
-def test_a_bad_recipe_is_refused_with_its_file_and_key(tmp_path, capsys, recipe, message):
+def test_a_bad_recipe_is_refused_with_its_file_and_key(tmp_path, recipe, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(recipe))
-    with pytest.raises(SystemExit):
-        parse_pretrain_arguments(
-            [
-                "--deepspeed",
-                "x.json",
-                "--output-dir",
-                str(tmp_path),
-                "--max-steps",
-                "1",
-                "--recipe",
-                str(path),
-            ]
-        )
-    assert re.search(message, capsys.readouterr().err)
+    argv = ["--deepspeed", "x.json", "--output-dir", str(tmp_path), "--max-steps", "1", "--recipe", str(path)]
+    with pytest.raises(UserError, match=message):
+        parse_pretrain_arguments(argv)
 
 
-def test_an_unknown_recipe_name_lists_the_known_ones(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        parse_pretrain_arguments(
-            ["--deepspeed", "x.json", "--output-dir", str(tmp_path), "--recipe", "demo_gpu"],
-            recipes_dir=RECIPES,
-        )
-    assert re.search(r"No recipe 'demo_gpu'.*'demo_cpu'", capsys.readouterr().err)
+def test_an_unknown_recipe_name_lists_the_known_ones(tmp_path):
+    argv = ["--deepspeed", "x.json", "--output-dir", str(tmp_path), "--recipe", "demo_gpu"]
+    with pytest.raises(UserError, match=r"No recipe 'demo_gpu'.*'demo_cpu'"):
+        parse_pretrain_arguments(argv, recipes_dir=RECIPES)
+
+
+def test_a_bad_flag_is_a_user_error_for_the_commands_error_path(tmp_path):
+    with pytest.raises(UserError, match="the following arguments are required: --max-steps"):
+        parse_pretrain_arguments(["--deepspeed", "x.json", "--output-dir", str(tmp_path)])
 
 
 def test_model_config_and_loss_weights_merge_and_validate_as_a_preset_does(tmp_path):
