@@ -78,7 +78,7 @@ def _keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p):
     return tl.rand(seed, offsets) > dropout_p
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not recompile
 def _co_attention_fwd_kernel(
     Q,
     K,
@@ -221,7 +221,7 @@ def _co_attention_bwd_preprocess_kernel(
     tl.store(DELTA + bh * LQ + offs_m, delta, mask=offs_m < LQ)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not recompile
 def _co_attention_bwd_kernel(
     Q,
     K,
@@ -269,13 +269,16 @@ def _co_attention_bwd_kernel(
     HAS_DROPOUT: tl.constexpr,
     WRITE_DBIAS: tl.constexpr,
     PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    BLOCK_M1: tl.constexpr,
+    BLOCK_N1: tl.constexpr,
+    BLOCK_M2: tl.constexpr,
+    BLOCK_N2: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """Program ``i`` of (batch, head) computes dK, dV of key block ``i`` (looping over every query block)
-    and dQ of query block ``i`` (looping over every key block), as the tutorial's ``_attn_bwd`` does;
-    with different lengths one of the two parts is idle in the last programs.
+    """Program ``i`` of (batch, head) computes dK, dV of key block ``i`` (BLOCK_N1 keys, looping over
+    BLOCK_M1 queries at a time) and dQ of query block ``i`` (BLOCK_M2 queries, looping over BLOCK_N2 keys
+    at a time), as the tutorial's ``_attn_bwd`` does; with different lengths one of the two parts is idle
+    in the last programs.
 
     DQ, DK, DV have the strides of Q, K, V; DBIAS (B, H, M, N) is contiguous float32 and receives dS, the
     gradient of the biased scores, when WRITE_DBIAS."""
@@ -292,8 +295,8 @@ def _co_attention_bwd_kernel(
     keep_scale = 1.0 / (1.0 - dropout_p)
 
     # dK, dV of key block `pid`: dV = Z^T dO, dK = scale * dS^T Q, over all query blocks.
-    if pid * BLOCK_N < LK:
-        offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    if pid * BLOCK_N1 < LK:
+        offs_n = pid * BLOCK_N1 + tl.arange(0, BLOCK_N1)
         mask_kv = (offs_n[:, None] < LK) & mask_d[None, :]
         k = tl.load(
             k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=mask_kv, other=0.0
@@ -301,10 +304,10 @@ def _co_attention_bwd_kernel(
         v = tl.load(
             v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=mask_kv, other=0.0
         )
-        dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        for start_m in range(0, LQ, BLOCK_M):
-            offs_m = start_m + tl.arange(0, BLOCK_M)
+        dk = tl.zeros((BLOCK_N1, BLOCK_D), dtype=tl.float32)
+        dv = tl.zeros((BLOCK_N1, BLOCK_D), dtype=tl.float32)
+        for start_m in range(0, LQ, BLOCK_M1):
+            offs_m = start_m + tl.arange(0, BLOCK_M1)
             mask_q = (offs_m[:, None] < LQ) & mask_d[None, :]
             q = tl.load(
                 q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=mask_q, other=0.0
@@ -320,8 +323,8 @@ def _co_attention_bwd_kernel(
                 KEY_BIAS, stride_kbb, stride_kbn, BIAS, stride_bb, stride_bh, stride_bm, stride_bn,
                 HAS_KEY_BIAS, HAS_BIAS, PRECISION,
             )  # fmt: skip
-            p = tl.exp(s - lse[:, None])  # (BLOCK_M, BLOCK_N)
-            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # dZ (BLOCK_M, BLOCK_N)
+            p = tl.exp(s - lse[:, None])  # (BLOCK_M1, BLOCK_N1)
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # dZ (BLOCK_M1, BLOCK_N1)
             z = p
             if HAS_DROPOUT:
                 keep = _keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p)
@@ -342,8 +345,8 @@ def _co_attention_bwd_kernel(
         )
 
     # dQ of query block `pid`: dQ = scale * dS K, over all key blocks; dS written out for the bias.
-    if pid * BLOCK_M < LQ:
-        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    if pid * BLOCK_M2 < LQ:
+        offs_m = pid * BLOCK_M2 + tl.arange(0, BLOCK_M2)
         mask_q = (offs_m[:, None] < LQ) & mask_d[None, :]
         q = tl.load(
             q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=mask_q, other=0.0
@@ -353,9 +356,9 @@ def _co_attention_bwd_kernel(
         )
         lse = tl.load(LSE + bh * LQ + offs_m, mask=offs_m < LQ, other=float("inf"))
         delta = tl.load(DELTA + bh * LQ + offs_m, mask=offs_m < LQ, other=0.0)
-        dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-        for start_n in range(0, LK, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
+        dq = tl.zeros((BLOCK_M2, BLOCK_D), dtype=tl.float32)
+        for start_n in range(0, LK, BLOCK_N2):
+            offs_n = start_n + tl.arange(0, BLOCK_N2)
             mask_kv = (offs_n[:, None] < LK) & mask_d[None, :]
             k = tl.load(
                 k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=mask_kv, other=0.0
@@ -373,7 +376,7 @@ def _co_attention_bwd_kernel(
             if HAS_DROPOUT:
                 keep = _keep(seed, bh, offs_m, offs_n, LQ, LK, dropout_p)
                 dp = tl.where(keep, dp * keep_scale, 0.0)
-            ds = p * (dp - delta[:, None])  # (BLOCK_M, BLOCK_N)
+            ds = p * (dp - delta[:, None])  # (BLOCK_M2, BLOCK_N2)
             dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION)
             if WRITE_DBIAS:
                 dbias_ptrs = DBIAS + (bh.to(tl.int64) * LQ + offs_m[:, None]) * LK + offs_n[None, :]
@@ -385,7 +388,7 @@ def _co_attention_bwd_kernel(
         )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed"])  # a new seed per call must not recompile
 def _co_attention_dropout_mask_kernel(
     MASK, H, LQ, LK, dropout_p, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
 ):
@@ -399,12 +402,29 @@ def _co_attention_dropout_mask_kernel(
         tl.store(ptrs, keep, mask=(offs_m[:, None] < LQ) & (offs_n[None, :] < LK))
 
 
-def _block_sizes(lq: int, lk: int, head_dim: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps): one key block covers up to 128 keys; 16 is tl.dot's minimum."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    block_n = min(128, max(16, triton.next_power_of_2(lk)))
-    block_m = min(64 if block_d <= 64 else 32, max(16, triton.next_power_of_2(lq)))
-    return block_m, block_n, block_d, 4 if block_d <= 64 else 8
+def _block(length: int, largest: int) -> int:
+    """The power of two covering ``length``, between 16 (tl.dot's smallest operand) and ``largest``."""
+    return min(largest, max(16, triton.next_power_of_2(length)))
+
+
+def _head_block(head_dim: int) -> int:
+    """BLOCK_D: the head dim padded to a power of two of at least 16 (masked loads fill the rest with 0)."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _fwd_block_sizes(lq: int, lk: int, head_dim: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps): one key block covers up to 128 keys, so that at ERNIE-ViL's lengths
+    the online softmax runs once. Untuned defaults, to be measured on a GPU."""
+    block_d = _head_block(head_dim)
+    return _block(lq, 64 if block_d <= 64 else 32), _block(lk, 128), 4 if block_d <= 64 else 8
+
+
+def _bwd_block_sizes(lq: int, lk: int, head_dim: int) -> tuple[int, int, int, int, int]:
+    """(BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps): the tutorial's shape of blocks (a wide
+    outer block whose gradient accumulates in registers, a narrow inner one), narrower for head dim 128
+    where two (BLOCK_N1, 128) float32 accumulators would spill. Untuned defaults."""
+    wide = 128 if _head_block(head_dim) <= 64 else 64
+    return _block(lq, 32), _block(lk, wide), _block(lq, wide), _block(lk, 32), 4 if wide == 128 else 8
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> str:
@@ -446,6 +466,8 @@ def _validate(
         raise ValueError(
             f"query, key and value must be on one device; got {query.device}, {key.device}, {value.device}"
         )
+    if max(query.numel(), key.numel(), 0 if bias is None else bias.numel()) >= 2**31:
+        raise ValueError("the kernels index query, key, value and bias with 32-bit offsets: split the batch")
     full = (batch, heads, query.shape[2], key.shape[2])
     if bias is not None and not _broadcasts_to(bias.shape, full):
         raise ValueError(f"bias of shape {tuple(bias.shape)} does not broadcast to (B, H, Lq, Lk) = {full}")
@@ -502,7 +524,7 @@ def co_attention_forward(
     key_bias_arg, key_strides, bias_arg, bias_strides = _bias_args(
         bias, key_bias, (batch, heads, lq, lk), query
     )
-    block_m, block_n, block_d, num_warps = _block_sizes(lq, lk, head_dim)
+    block_m, block_n, num_warps = _fwd_block_sizes(lq, lk, head_dim)
     grid = (triton.cdiv(lq, block_m), batch * heads)
     _co_attention_fwd_kernel[grid](
         query, key, value, key_bias_arg, bias_arg, out, lse,
@@ -514,7 +536,7 @@ def co_attention_forward(
         PRECISION=_precision(query.dtype, allow_tf32),
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        BLOCK_D=block_d,
+        BLOCK_D=_head_block(head_dim),
         num_warps=num_warps,
     )  # fmt: skip
     return out, lse
@@ -562,12 +584,13 @@ def co_attention_backward(
     key_bias_arg, key_strides, bias_arg, bias_strides = _bias_args(
         bias, key_bias, (batch, heads, lq, lk), query
     )
-    block_m, block_n, block_d, num_warps = _block_sizes(lq, lk, head_dim)
-    _co_attention_bwd_preprocess_kernel[(triton.cdiv(lq, block_m), batch * heads)](
+    block_m1, block_n1, block_m2, block_n2, num_warps = _bwd_block_sizes(lq, lk, head_dim)
+    block_d = _head_block(head_dim)
+    _co_attention_bwd_preprocess_kernel[(triton.cdiv(lq, block_m2), batch * heads)](
         out, grad_out, delta, *out.stride(), *grad_out.stride(), heads, lq, head_dim,
-        BLOCK_M=block_m, BLOCK_D=block_d,
+        BLOCK_M=block_m2, BLOCK_D=block_d,
     )  # fmt: skip
-    grid = (max(triton.cdiv(lq, block_m), triton.cdiv(lk, block_n)), batch * heads)
+    grid = (max(triton.cdiv(lk, block_n1), triton.cdiv(lq, block_m2)), batch * heads)
     _co_attention_bwd_kernel[grid](
         query, key, value, key_bias_arg, bias_arg, grad_out, lse, delta, dq, dk, dv, dbias,
         *query.stride(), *key.stride(), *value.stride(), *key_strides, *bias_strides, *grad_out.stride(),
@@ -577,8 +600,10 @@ def co_attention_backward(
         HAS_DROPOUT=dropout_p > 0.0,
         WRITE_DBIAS=write_dbias,
         PRECISION=_precision(query.dtype, allow_tf32),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
+        BLOCK_M1=block_m1,
+        BLOCK_N1=block_n1,
+        BLOCK_M2=block_m2,
+        BLOCK_N2=block_n2,
         BLOCK_D=block_d,
         num_warps=num_warps,
     )  # fmt: skip
@@ -596,7 +621,7 @@ def co_attention_dropout_mask(
     reference with it to reproduce a kernel call with dropout."""
     batch, heads, lq, lk = shape
     mask = torch.empty(shape, dtype=torch.bool, device=device)
-    block_m, block_n, _, _ = _block_sizes(lq, lk, 16)
+    block_m, block_n, _ = _fwd_block_sizes(lq, lk, 16)
     _co_attention_dropout_mask_kernel[(triton.cdiv(lq, block_m), batch * heads)](
         mask, heads, lq, lk, float(dropout_p), seed, BLOCK_M=block_m, BLOCK_N=block_n
     )

@@ -21,6 +21,7 @@ SHAPES = [
     pytest.param((2, 2, 37, 101, 12), id="B2-H2-q37-k101-d12"),
     pytest.param((1, 12, 9, 37, 16), id="B1-H12-q9-k37-d16"),
     pytest.param((1, 2, 37, 9, 64), id="B1-H2-q37-k9-d64"),
+    pytest.param((1, 2, 70, 150, 16), id="B1-H2-q70-k150-d16"),  # several blocks of queries and of keys
     pytest.param((4, 12, 37, 101, 64), id="B4-H12-q37-k101-d64", marks=gpu_only),
     pytest.param((8, 8, 128, 101, 128), id="B8-H8-q128-k101-d128", marks=gpu_only),
     pytest.param((2, 16, 150, 200, 128), id="B2-H16-q150-k200-d128", marks=gpu_only),
