@@ -3,6 +3,8 @@
 ``register_attention()`` adds it to ``transformers.AttentionInterface``; after that any model that looks
 its attention up in ``ALL_ATTENTION_FUNCTIONS`` runs it with ``model.set_attn_implementation("triton")``
 (or ``config._attn_implementation = "triton"``). The model code never imports this package.
+
+Shape legend: B batch, H heads, Lq query length, Lk key length, D head dim.
 """
 
 from __future__ import annotations

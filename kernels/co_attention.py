@@ -516,7 +516,8 @@ def co_attention_forward(
     lk = key.shape[2]
     scale = head_dim**-0.5 if scale is None else float(scale)
 
-    out = torch.empty(batch, lq, heads, head_dim, dtype=query.dtype, device=query.device).transpose(1, 2)
+    out = torch.empty(batch, lq, heads, head_dim, dtype=query.dtype, device=query.device)  # (B, M, H, D)
+    out = out.transpose(1, 2)  # (B, H, M, D)
     lse = torch.empty(batch, heads, lq, dtype=torch.float32, device=query.device)
     if lq == 0:
         return out, lse

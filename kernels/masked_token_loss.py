@@ -101,8 +101,8 @@ def _chunk_size(num_positions: int, vocab: int, chunk_size: int | None) -> int:
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """(n, C) x (V, C) -> (n, V) contiguous, in the inputs' dtype (the kernels reduce in float32)."""
     if bias is None:
-        return hidden @ weight.t()
-    return torch.addmm(bias, hidden, weight.t())
+        return hidden @ weight.t()  # (n, V)
+    return torch.addmm(bias, hidden, weight.t())  # (n, V)
 
 
 def _validate(
@@ -165,7 +165,7 @@ def masked_token_loss_backward(
     """grad_loss (N,), the forward's inputs and lse -> grad_hidden (N, C) and, when asked for, grad_weight
     (V, C) and grad_bias (V,), each in its input's dtype (weight and bias accumulated in float32)."""
     num_positions, vocab = hidden.shape[0], weight.shape[0]
-    grad_loss = grad_loss.float().expand(num_positions).contiguous()
+    grad_loss = grad_loss.float().expand(num_positions).contiguous()  # (N,), also from a scalar
     grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device)
     grad_weight = (
         torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if weight_grad else None
@@ -184,7 +184,7 @@ def masked_token_loss_backward(
         torch.mm(dlogits, weight, out=grad_hidden[start:end])
         if grad_weight is not None:
             if dlogits.dtype == torch.float32:
-                grad_weight.addmm_(dlogits.t(), hidden_chunk)
+                grad_weight.addmm_(dlogits.t(), hidden_chunk)  # (V, C)
             else:
                 grad_weight += (dlogits.t() @ hidden_chunk).float()  # (V, C)
         if grad_bias is not None:

@@ -15,6 +15,7 @@ from transformers import AttentionInterface, AutoModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import ernievil_ds
+from ernievil_ds import ErnieVilConfig
 from ernievil_ds.modeling_ernievil import additive_attention_mask, eager_attention_forward
 from tests.kernels.conftest import DEVICE, assert_close
 
@@ -103,3 +104,19 @@ def test_the_encoder_with_triton_matches_eager_in_eval(config, batch_factory, en
         a, b = eager(**encoder_inputs(batch)), triton(**encoder_inputs(batch))
     for name in ("text_hidden_states", "image_hidden_states", "pooled_output"):
         assert_close(getattr(b, name), getattr(a, name), 1e-5, 1e-4, name)
+
+
+def test_attention_dropout_in_training_follows_torch_manual_seed(batch_factory, pretraining_model):
+    """With attention dropout on, the fused path draws its seed from torch's generator: the same
+    ``torch.manual_seed`` gives the same loss, another seed another loss (the dropout gradients are
+    tested against the reference in test_co_attention.py)."""
+    config = ErnieVilConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.3)
+    model = pretraining_model(config).to(DEVICE).train()
+    model.set_attn_implementation("triton")
+    batch = {key: value.to(DEVICE) for key, value in batch_factory(config).items()}
+    losses = []
+    with torch.no_grad():
+        for seed in (5, 5, 6):
+            torch.manual_seed(seed)
+            losses.append(model(**batch).loss.item())
+    assert losses[0] == losses[1] != losses[2]

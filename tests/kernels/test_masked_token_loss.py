@@ -29,14 +29,15 @@ SHAPES = [
 
 
 def make_inputs(shape, dtype, seed=0):
-    """Hidden states, a weight and bias of the scale a trained head has, labels with two ignored."""
+    """Hidden states, a weight and bias of the scale a trained head has, labels with every fifth position
+    from the second on ignored."""
     num_positions, width, vocab, _ = shape
     gen = torch.Generator().manual_seed(seed)
     hidden = torch.randn(num_positions, width, generator=gen).to(DEVICE, dtype).requires_grad_()
     weight = (torch.randn(vocab, width, generator=gen) * width**-0.5).to(DEVICE, dtype).requires_grad_()
     bias = (torch.randn(vocab, generator=gen) * 0.1).to(DEVICE, dtype).requires_grad_()
     labels = torch.randint(0, vocab, (num_positions,), generator=gen).to(DEVICE)
-    labels[::5] = -100
+    labels[1::5] = -100
     return hidden, weight, bias, labels
 
 
