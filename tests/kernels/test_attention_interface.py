@@ -120,3 +120,26 @@ def test_attention_dropout_in_training_follows_torch_manual_seed(batch_factory, 
             torch.manual_seed(seed)
             losses.append(model(**batch).loss.item())
     assert losses[0] == losses[1] != losses[2]
+
+
+def test_the_model_in_fp16_with_padded_regions_matches_eager_and_keeps_gradients_finite(
+    config, batch_factory, pretraining_model
+):
+    """DeepSpeed's fp16 engine runs the model in half precision, where the padding mask is
+    finfo(float16).min: the fused path's losses equal eager's to fp16 precision and every gradient is
+    finite (padded regions carry zero features and boxes, as the collator pads them)."""
+    batch = batch_factory(config)
+    padding = batch["region_mask"] == 0
+    batch["region_features"][padding] = 0.0
+    batch["region_boxes"][padding] = 0.0
+    batch = {k: (v.half() if v.is_floating_point() else v).to(DEVICE) for k, v in batch.items()}
+    outputs = {}
+    for implementation in ("eager", "triton"):
+        model = pretraining_model(copy.deepcopy(config)).half().to(DEVICE).train()
+        model.set_attn_implementation(implementation)
+        outputs[implementation] = model(**batch)
+        outputs[implementation].loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    for name in outputs["eager"]:
+        if name.endswith("loss"):
+            assert_close(outputs["triton"][name], outputs["eager"][name], 1e-3, 1e-3, name)
