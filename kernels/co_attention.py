@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ernievil_ds_kernels._device import check_device
 
 #: Input dtypes the kernels take; accumulation is always float32.
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -466,6 +467,7 @@ def _validate(
         raise ValueError(
             f"query, key and value must be on one device; got {query.device}, {key.device}, {value.device}"
         )
+    check_device(query.device, _co_attention_fwd_kernel)
     if max(query.numel(), key.numel(), 0 if bias is None else bias.numel()) >= 2**31:
         raise ValueError("the kernels index query, key, value and bias with 32-bit offsets: split the batch")
     full = (batch, heads, query.shape[2], key.shape[2])

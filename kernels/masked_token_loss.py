@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from ernievil_ds_kernels._device import check_device
 from torch.nn import functional as F
 
 #: Largest logits chunk, in elements (8 MiB in bf16): 137 positions of a 30,522-word vocabulary.
@@ -123,6 +124,7 @@ def _validate(
             f"hidden, weight and bias must share a dtype; got {hidden.dtype}, {weight.dtype}, "
             f"{None if bias is None else bias.dtype}"
         )
+    check_device(hidden.device, _masked_token_loss_fwd_kernel)
 
 
 def masked_token_loss_forward(

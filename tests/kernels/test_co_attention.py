@@ -191,3 +191,9 @@ def test_bad_inputs_raise_errors_that_name_the_problem(change, message):
     bias, key_bias = torch.zeros(sizes["bias"], dtype=dtype), torch.zeros(sizes["key_bias"], dtype=dtype)
     with pytest.raises(ValueError, match=message):
         co_attention(q, k, v, bias, key_bias, None, change.get("dropout_p", 0.0))
+
+
+def test_a_device_triton_cannot_run_on_is_named_in_the_error():
+    q = torch.empty(2, 2, 9, 8, device="meta")
+    with pytest.raises(ValueError, match=r"need a CUDA or ROCm GPU.*got tensors on meta"):
+        co_attention(q, q, q)
