@@ -56,7 +56,8 @@ def triton_attention_forward(
         key_bias = attention_mask[:, 0, 0, :]  # (B, Lk)
     else:
         bias = attention_mask
-    attn_output = co_attention(query, key, value, bias, key_bias, scaling, dropout, None)  # (B, H, Lq, D)
+    # (B, H, Lq, D)
+    attn_output = co_attention(query, key, value, bias, key_bias, scale=scaling, dropout_p=dropout)
     # The kernel writes a (B, Lq, H, D) buffer: this transpose makes it contiguous again, no copy.
     return attn_output.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
 

@@ -660,7 +660,19 @@ class CoAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, dbias, dkey_bias, None, None, None
 
 
-co_attention = CoAttentionFunction.apply
+def co_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    key_bias: torch.Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """``CoAttentionFunction.apply`` with keywords (``apply`` takes positional arguments only):
+    query (B, H, M, D), key/value (B, H, N, D) -> (B, H, M, D)."""
+    return CoAttentionFunction.apply(query, key, value, bias, key_bias, scale, dropout_p, seed)
 
 
 def co_attention_reference(

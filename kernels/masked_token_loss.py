@@ -228,7 +228,18 @@ class MaskedTokenLossFunction(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
 
-masked_token_loss = MaskedTokenLossFunction.apply
+def masked_token_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    reduction: str = "none",
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """``MaskedTokenLossFunction.apply`` with keywords (``apply`` takes positional arguments only):
+    hidden (N, C), weight (V, C), bias (V,) or None, labels (N,) -> float32 losses (N,), or a scalar."""
+    return MaskedTokenLossFunction.apply(hidden, weight, bias, labels, reduction, ignore_index, chunk_size)
 
 
 def masked_token_loss_reference(
