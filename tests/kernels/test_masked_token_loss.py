@@ -18,11 +18,11 @@ DTYPES = [
     dtype_case(torch.bfloat16, 5e-2, 2e-2),
 ]
 
-#: (N positions, C width, V vocabulary, chunk of positions or None for the default).
+#: (N positions, C width, V vocabulary, vocabulary entries per chunk or None for the default).
 SHAPES = [
-    pytest.param((13, 24, 1000, 5), id="N13-C24-V1000-chunk5"),
+    pytest.param((13, 24, 1000, 300), id="N13-C24-V1000-chunk300"),
     pytest.param((9, 32, 30522, None), id="N9-C32-V30522"),
-    pytest.param((37, 16, 37, 4), id="N37-C16-V37-chunk4"),
+    pytest.param((37, 16, 37, 10), id="N37-C16-V37-chunk10"),
     pytest.param((1, 8, 17, None), id="N1-C8-V17"),
     pytest.param((3000, 768, 30522, None), id="N3000-C768-V30522", marks=gpu_only),
 ]
@@ -63,7 +63,7 @@ def test_losses_and_gradients_match_the_float64_reference(shape, dtype, atol, rt
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_reductions_match_the_reference(reduction):
-    compare(make_inputs((13, 24, 1000, 5), torch.float32), 5, reduction, 1e-5, 1e-4)
+    compare(make_inputs((13, 24, 1000, 300), torch.float32), 300, reduction, 1e-5, 1e-4)
 
 
 def test_ignored_positions_have_zero_loss_and_zero_gradient():
@@ -83,24 +83,32 @@ def test_a_label_outside_the_vocabulary_gives_nan_not_a_wrong_number():
     assert torch.isnan(loss[1:3]).all() and torch.isfinite(loss[[0, 3]]).all()
 
 
-def test_no_chunk_of_logits_is_larger_than_the_chunk_size(monkeypatch):
-    """Positions are processed ``chunk_size`` at a time, in the forward and in the backward: the (N, V)
-    logits never exist at once."""
-    rows = []
+def test_the_vocabulary_is_processed_in_chunks_of_the_chunk_size(monkeypatch):
+    """Logits exist one (N, chunk) block at a time, in the forward and in the backward: never (N, V)."""
+    widths = []
     chunk_logits = module._chunk_logits
 
     def recording(hidden, weight, bias):
-        rows.append(hidden.shape[0])
+        widths.append(weight.shape[0])
         return chunk_logits(hidden, weight, bias)
 
     monkeypatch.setattr(module, "_chunk_logits", recording)
-    compare(make_inputs((13, 24, 1000, 5), torch.float32), 5, "none", 1e-5, 1e-4)
-    assert rows == [5, 5, 3] * 2
-    rows.clear()
-    monkeypatch.setattr(module, "LOGITS_CHUNK_ELEMENTS", 1000)  # the default chunk: 3 positions of 300
-    hidden, weight, bias, labels = make_inputs((10, 8, 300, None), torch.float32)
-    masked_token_loss(hidden.detach(), weight.detach(), bias.detach(), labels)
-    assert rows == [3, 3, 3, 1]
+    compare(make_inputs((13, 24, 1000, 300), torch.float32), 300, "none", 1e-5, 1e-4)
+    assert widths == [300, 300, 300, 100] * 2
+    widths.clear()
+    # The default chunk: the widest multiple of MIN_VOCAB_CHUNK within LOGITS_CHUNK_ELEMENTS.
+    monkeypatch.setattr(module, "LOGITS_CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(module, "MIN_VOCAB_CHUNK", 16)
+    compare(make_inputs((10, 8, 300, None), torch.float32), None, "none", 1e-5, 1e-4)
+    assert widths == [96, 96, 96, 12] * 2
+
+
+def test_no_positions_give_no_losses_and_zero_gradients():
+    hidden, weight, bias, labels = make_inputs((0, 8, 50, None), torch.float32)
+    loss = masked_token_loss(hidden, weight, bias, labels)
+    assert loss.shape == (0,)
+    loss.sum().backward()
+    assert torch.all(weight.grad == 0) and torch.all(bias.grad == 0) and hidden.grad.shape == (0, 8)
 
 
 def test_the_models_token_head_loss_through_the_fused_kernel():
