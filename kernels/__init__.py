@@ -1,6 +1,25 @@
 """Fused Triton kernels for ERNIE-ViL (installed as ``ernievil_ds_kernels``).
 
 This folder is mapped to the import name ``ernievil_ds_kernels`` in ``pyproject.toml`` so that it
-never shadows the unrelated PyPI distribution ``kernels``. The fused co-attention and masked-token
-loss kernels land here with the kernels issue; until then the model runs on ``eager``/``sdpa``.
+never shadows the unrelated PyPI distribution ``kernels``.
+
+- ``ernievil_ds_kernels.co_attention.co_attention``: fused non-causal attention with key padding mask,
+  additive bias and dropout; importing this package registers it with transformers as
+  ``attn_implementation="triton"`` (``ernievil_ds_kernels.attention``).
+- ``ernievil_ds_kernels.masked_token_loss.masked_token_loss``: the masked-token cross-entropy from hidden
+  states and the tied embedding matrix, chunked so that no (positions x vocabulary) float32 logits
+  tensor exists.
+
+The model (``ernievil_ds``) never imports this package: ``import ernievil_ds_kernels`` and then
+``model.set_attn_implementation("triton")``.
 """
+
+# With the repository root on sys.path (``python -m pytest`` from it) this folder is also importable as
+# ``kernels``, the name transformers probes for the unrelated PyPI package while it is being imported:
+# under that name the folder stays inert, or the probe would import transformers inside itself.
+if __name__ == "ernievil_ds_kernels":
+    from ernievil_ds_kernels.attention import register_attention, triton_attention_forward
+
+    register_attention()
+
+    __all__ = ["register_attention", "triton_attention_forward"]
