@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-#: The device the kernels run on in this session.
+#: The device the kernels run on in this test run.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 #: Whether the kernels run under the interpreter (which has no bf16 arithmetic and is slow).
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
-#: Whether this session hands the kernel tests to a child pytest under the interpreter.
+#: Whether this test run hands the kernel tests to a child pytest under the interpreter.
 DELEGATED = not torch.cuda.is_available() and not INTERPRETED
 
 if DELEGATED:
