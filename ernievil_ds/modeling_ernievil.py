@@ -320,13 +320,14 @@ def image_region_mean(features: torch.Tensor, keep: torch.Tensor) -> torch.Tenso
 
 
 def run_layers(
-    layers: nn.ModuleList, states: torch.Tensor, mask: torch.Tensor, history: list
+    layers: nn.ModuleList, states: torch.Tensor, mask: torch.Tensor, history: list | None = None
 ) -> torch.Tensor:
     """Run one stream's ``layers`` in order on states (B, L, C) under an additive mask (B, 1, 1, L),
-    appending each layer's output to ``history``."""
+    appending each layer's output to ``history`` when one is given."""
     for layer in layers:
         states = layer(states, mask)
-        history.append(states)
+        if history is not None:
+            history.append(states)
     return states
 
 
@@ -574,14 +575,14 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             the last text (B, T, Ct) and image (B, R, Cv) states, the text states after every step, and
             every co-layer's attention weights (None per co-layer without ``output_attentions``).
         """
-        all_text, all_image, co_attentions = [text], [image], []
+        all_text, co_attentions = [text], []
         co_inputs = self.co_layer_inputs(region_locations)
         text_start = image_start = 0
         for co_layer, text_stop, image_stop in zip(
             self.co_layers, self.config.text_co_layer_ids, self.config.image_co_layer_ids
         ):
             text = run_layers(self.text_layers[text_start:text_stop], text, text_mask, all_text)
-            image = run_layers(self.image_layers[image_start:image_stop], image, image_mask, all_image)
+            image = run_layers(self.image_layers[image_start:image_stop], image, image_mask)
             text, image, attentions = co_layer(
                 text, image, text_mask, image_mask, output_attentions=output_attentions, **co_inputs
             )
@@ -589,7 +590,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             co_attentions.append(attentions)
             text_start, image_start = text_stop, image_stop
         text = run_layers(self.text_layers[text_start:], text, text_mask, all_text)
-        image = run_layers(self.image_layers[image_start:], image, image_mask, all_image)
+        image = run_layers(self.image_layers[image_start:], image, image_mask)
         return text, image, all_text, co_attentions
 
     def forward(
