@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ernievil_ds.distributed import setup_logging
+from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import require_output_dir, run_command
 from ernievil_ds.finetuning.loop import TASKS, FinetuneSettings, finetune
 
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     settings = FinetuneSettings(**{**vars(args), "output_dir": require_output_dir(args.output_dir)})
     result = finetune(settings)
-    print(" ".join(f"{name}={value:.4f}" for name, value in result.items()))
+    if dist_info().is_main:
+        print(" ".join(f"{name}={value:.4f}" for name, value in result.items()))
     return 0
 
 

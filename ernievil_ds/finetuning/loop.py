@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.metrics import vqa_soft_accuracy
 from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
@@ -32,6 +33,8 @@ from ernievil_ds.training.metrics import MetricsWriter
 
 TASKS = ("vqa", "vcr", "refcoco", "retrieval", "synth_qa")
 CHECKPOINTS_DIR, STATE_FILE, SETTINGS_FILE = "checkpoints", "trainer_state.json", "finetune_args.json"
+
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -234,7 +237,15 @@ class FinetuningRun:
         self.writer.write({"step": step, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0]})
 
     def evaluate(self, step: int) -> dict[str, float]:
-        result = evaluate(self.accelerator, self.model, self.eval_loader, self.settings.zero_image_features)
+        """Evaluate without moving the random state (starting a loader draws from it), so that a run
+        resumed from a checkpoint taken after an evaluation draws what the uninterrupted run drew."""
+        device = self.accelerator.device
+        # The CPU generator is always forked; an accelerator's only when named.
+        accelerators = [] if device.type == "cpu" else [device]
+        with torch.random.fork_rng(devices=accelerators, device_type=device.type):
+            result = evaluate(
+                self.accelerator, self.model, self.eval_loader, self.settings.zero_image_features
+            )
         self.writer.write_eval({"step": step, **result})
         return result
 
@@ -304,9 +315,21 @@ def finetune(settings: FinetuneSettings) -> dict[str, float]:
     if not math.isfinite(settings.learning_rate) or settings.learning_rate <= 0:
         raise UserError(f"--learning-rate must be a positive number, got {settings.learning_rate}")
     run = FinetuningRun(settings)
+    state = run.accelerator.state
+    logger.info(
+        "fine-tuning %s on %d process(es), %s, mixed precision %s",
+        settings.task,
+        state.num_processes,
+        state.distributed_type.value,
+        state.mixed_precision,
+    )
     if run.accelerator.is_main_process:
         record = {
             name: str(value) if isinstance(value, Path) else value for name, value in asdict(settings).items()
+        }
+        record["accelerate"] = {
+            "distributed_type": state.distributed_type.value,
+            "num_processes": state.num_processes,
         }
         (settings.output_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
     try:

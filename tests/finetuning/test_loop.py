@@ -1,0 +1,124 @@
+"""The accelerate fine-tuning loop on synth_qa with the tiny preset: a run, exact resume, the launcher
+under ``accelerate launch`` with two CPU processes, and the questions themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ernievil_ds.data.synth import COLOURS, NOUNS, SynthObject, spatial_relation
+from ernievil_ds.errors import UserError
+from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
+from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
+from ernievil_ds.finetuning.synth_qa import colour_questions, relation_questions
+from ernievil_ds.training.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tiny_settings(output_dir: Path, **overrides) -> FinetuneSettings:
+    values = {
+        "task": "synth_qa",
+        "output_dir": output_dir,
+        "preset": "tiny",
+        "steps": 6,
+        "batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "log_every": 2,
+        "train_images": 24,
+        "eval_images": 8,
+    }
+    return FinetuneSettings(**{**values, **overrides})
+
+
+def test_a_run_writes_metrics_checkpoints_and_a_loadable_model(tmp_path):
+    result = finetune(tiny_settings(tmp_path, steps=12, log_every=4))
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [4, 8, 12]
+    losses = [r["loss"] for r in records]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert read_metrics(tmp_path / "eval.jsonl")[-1] == {"step": 12, **result}
+    assert set(result) == {"eval_accuracy", "eval_accuracy_colour", "eval_accuracy_relation"}
+    assert (tmp_path / "checkpoints" / "step_00000012" / "trainer_state.json").is_file()
+    model = ErnieVilForVisualQuestionAnswering.from_pretrained(tmp_path / "hf_model")
+    assert model.config.id2label[0] == COLOURS[0] and model.config.num_labels == len(COLOURS) + len(NOUNS)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """3 steps, then a resumed run to 6, end with the weights of 6 steps in one go (dropout and the
+    shuffling cross the checkpoint; 24 scenes make 6 batches of 8 an epoch, so the runs cross an epoch)."""
+    finetune(tiny_settings(tmp_path / "straight"))
+    finetune(tiny_settings(tmp_path / "resumed", steps=3))
+    finetune(tiny_settings(tmp_path / "resumed", resume=True))
+    straight = load_file(tmp_path / "straight" / "hf_model" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "hf_model" / "model.safetensors")
+    for name, tensor in straight.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=0, msg=name)
+    # The short run logged its last step (3); the resumed run logs on the schedule and, at step 6, the
+    # loss of the same micro-batches as the uninterrupted run.
+    records = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [2, 3, 4, 6]
+    assert records[-1]["loss"] == read_metrics(tmp_path / "straight" / "metrics.jsonl")[-1]["loss"]
+
+
+def test_the_official_tasks_are_refused_until_their_data_has_an_importer(tmp_path):
+    with pytest.raises(UserError, match="no importer"):
+        finetune(tiny_settings(tmp_path, task="vqa"))
+
+
+def test_two_processes_under_accelerate_launch(tmp_path):
+    command = [
+        *(sys.executable, "-m", "accelerate.commands.launch"),
+        *("--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml")),
+        str(REPO / "launchers" / "finetune.py"),
+        *("--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path)),
+        *(
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--train-images",
+            "16",
+            "--eval-images",
+            "4",
+            "--log-every",
+            "2",
+        ),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    settings = json.loads((tmp_path / "finetune_args.json").read_text())
+    assert settings["accelerate"] == {"distributed_type": "MULTI_CPU", "num_processes": 2}
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4]
+    assert done.stdout.count("eval_accuracy=") == 1  # printed by the main process only
+
+
+def scene_object(noun: str, colour: str, box: tuple) -> SynthObject:
+    return SynthObject(NOUNS.index(noun), COLOURS.index(colour), 0, 0, box)
+
+
+def test_synth_questions_are_answered_from_the_scene():
+    image = (600, 480)
+    cube = scene_object("cube", "red", (100, 300, 200, 400))
+    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))  # just on top of the cube: touching
+    ball = scene_object("ball", "green", (400, 310, 480, 390))  # beside the cube
+    assert spatial_relation(lamp.box, cube.box, image) == "on"
+    assert [(q.question, q.answer) for q in colour_questions([cube, lamp])] == [
+        ("what colour is the cube?", "red"),
+        ("what colour is the lamp?", "blue"),
+    ]
+    asked = {q.question: q.answer for q in relation_questions([cube, lamp, ball], image)}
+    assert asked["what is on the cube?"] == "lamp"
+    assert asked["what is under the lamp?"] == "cube"
+    assert asked["what is beside the cube?"] == "ball"  # the lamp is on the cube, not beside it
+    assert "what is beside the ball?" not in asked  # the cube and the lamp both are: no single answer
