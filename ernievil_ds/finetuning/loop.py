@@ -128,11 +128,12 @@ def synth_qa_loaders(settings: FinetuneSettings) -> tuple[DataLoader, DataLoader
     return train_loader, eval_loader
 
 
-def model_inputs(batch: dict[str, torch.Tensor], zero_image_features: bool) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs of a batch (its ``kinds`` are for the metrics only)."""
+def model_inputs(batch: dict[str, torch.Tensor], zero_image_features: bool, dtype: torch.dtype) -> dict:
+    """The model's keyword inputs of a batch (its ``kinds`` are for the metrics only), region features in
+    the model's dtype: a DeepSpeed fp16 or bf16 engine holds half-precision weights and casts no inputs."""
     inputs = {name: value for name, value in batch.items() if name != "kinds"}
-    if zero_image_features:
-        inputs["region_features"] = torch.zeros_like(inputs["region_features"])
+    features = inputs["region_features"].to(dtype)
+    inputs["region_features"] = torch.zeros_like(features) if zero_image_features else features
     return inputs
 
 
@@ -141,10 +142,11 @@ def evaluate(
     accelerator: Accelerator, model, loader: DataLoader, zero_image_features: bool
 ) -> dict[str, float]:
     """VQA soft accuracy of the argmax answer over the eval split, overall and per question type."""
+    dtype = accelerator.unwrap_model(model).dtype
     model.eval()
     scores, kinds = [], []
     for batch in loader:
-        logits = model(**model_inputs(batch, zero_image_features)).logits
+        logits = model(**model_inputs(batch, zero_image_features, dtype)).logits
         score = vqa_soft_accuracy(logits.float(), batch["labels"])  # (B,)
         score, kind = accelerator.gather_for_metrics((score, batch["kinds"]))
         scores.append(score.cpu())
@@ -205,6 +207,7 @@ class FinetuningRun:
             self.accelerator.prepare(model, optimizer, train_loader, eval_loader, scheduler)
         )
         self.writer = MetricsWriter(settings.output_dir, enabled=self.accelerator.is_main_process)
+        self.model_dtype = self.accelerator.unwrap_model(self.model).dtype
 
     def train_batches(self, micro_batch: int) -> Iterator[dict[str, torch.Tensor]]:
         """The training batches from global micro-batch ``micro_batch`` on, epoch after epoch."""
@@ -253,7 +256,8 @@ class FinetuningRun:
         """Forward and backward of one micro-batch, and the optimiser step when it closes an accumulation;
         returns the micro-batch's loss and whether a step was taken."""
         with self.accelerator.accumulate(self.model):
-            loss = self.model(**model_inputs(batch, self.settings.zero_image_features)).loss
+            inputs = model_inputs(batch, self.settings.zero_image_features, self.model_dtype)
+            loss = self.model(**inputs).loss
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
