@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=2000, help="synth_qa scenes to train on")
     parser.add_argument("--eval-images", type=int, default=200, help="synth_qa scenes to evaluate on")
     parser.add_argument("--zero-image-features", action="store_true", help="question-only baseline")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer path (default: offline BERT uncased)")
     return parser
 
 

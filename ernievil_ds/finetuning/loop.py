@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -66,7 +66,7 @@ class FinetuneSettings:
     train_images: int = 2000
     eval_images: int = 200
     zero_image_features: bool = False  # the question-only baseline
-    extra: dict = field(default_factory=dict)
+    tokenizer: str | None = None  # None: the offline BERT uncased WordPiece vocabulary
 
 
 class EpochPermutationSampler(Sampler[int]):
@@ -117,7 +117,7 @@ def synth_qa_loaders(settings: FinetuneSettings) -> tuple[DataLoader, DataLoader
     """Train and eval loaders of synth_qa questions (different scenes: the seeds differ)."""
     from ernievil_ds.data import load_tokenizer
 
-    tokenizer = load_tokenizer(settings.extra.get("tokenizer"))
+    tokenizer = load_tokenizer(settings.tokenizer)
     train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
     evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
     sampler = EpochPermutationSampler(len(train), settings.seed)

@@ -73,6 +73,7 @@ class ErnieVilForFineTuning(ErnieVilPreTrainedModel):
     def encode(
         self, input_ids: torch.Tensor, region_features: torch.Tensor, **encoder_inputs
     ) -> ErnieVilModelOutput:
+        """The encoder's outputs (text and image states, the fused vector) for the task head."""
         return self.ernievil(input_ids, region_features, **encoder_inputs)
 
 

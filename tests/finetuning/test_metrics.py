@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ernievil_ds.finetuning.metrics import (
+    choice_probabilities,
     referring_expression_correct,
     retrieval_recalls,
     vcr_accuracies,
@@ -57,6 +58,13 @@ def test_vcr_accuracies_count_both_right_for_q2ar():
     rationale_logits = torch.tensor([[0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 3.0]])
     result = vcr_accuracies(answer_logits, torch.tensor([0, 1, 2]), rationale_logits, torch.tensor([1, 0, 3]))
     assert result == pytest.approx({"q2a": 2 / 3, "qa2r": 2 / 3, "q2ar": 1 / 3})
+
+
+def test_choice_probabilities_are_the_softmax_over_choices():
+    probabilities = choice_probabilities(torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))
+    assert probabilities[0].tolist() == pytest.approx([0.25] * 4)
+    e = 2.718281828459045
+    assert probabilities[1].tolist() == pytest.approx([1 / (3 + e), e / (3 + e), 1 / (3 + e), 1 / (3 + e)])
 
 
 def test_referring_expression_accuracy_excludes_img_and_padding():
