@@ -121,8 +121,16 @@ def synth_qa_loaders(settings: FinetuneSettings) -> tuple[DataLoader, DataLoader
     train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
     evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
     sampler = EpochPermutationSampler(len(train), settings.seed)
+    # Starting an iterator draws a seed from the loader's generator; a generator of its own keeps that
+    # draw out of the global random state, which dropout reads, so a run resumed inside an epoch (whose
+    # loader starts where the uninterrupted run's did not) draws the same dropout masks.
     train_loader = DataLoader(
-        train, batch_size=settings.batch_size, sampler=sampler, collate_fn=collate_questions, drop_last=True
+        train,
+        batch_size=settings.batch_size,
+        sampler=sampler,
+        collate_fn=collate_questions,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(settings.seed),
     )
     eval_loader = DataLoader(evaluation, batch_size=settings.batch_size, collate_fn=collate_questions)
     return train_loader, eval_loader
