@@ -36,6 +36,8 @@ VQA_CLASSIFIER_DROPOUT = 0.5
 VCR_FUSED_DROPOUT = 0.1
 #: VCR's two tasks, each with its own choice scorer.
 VCR_TASKS = ("q2a", "qa2r")
+#: The ``from_pretrained`` arguments that say where the config is, passed on to ``AutoConfig``.
+_CONFIG_LOCATION_KWARGS = ("cache_dir", "local_files_only", "revision", "subfolder", "token")
 
 
 @dataclass
@@ -67,7 +69,8 @@ class ErnieVilForFineTuning(ErnieVilPreTrainedModel):
         """As ``PreTrainedModel.from_pretrained``, reading the saved config with ``AutoConfig`` so that a
         grounded model keeps its grounded encoder. Config changes (the VQA answers, say) go in ``config``."""
         if config is None:
-            config = AutoConfig.from_pretrained(pretrained_model_name_or_path)
+            where = {key: kwargs[key] for key in _CONFIG_LOCATION_KWARGS if key in kwargs}
+            config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **where)
         return super().from_pretrained(pretrained_model_name_or_path, *args, config=config, **kwargs)
 
     def encode(
