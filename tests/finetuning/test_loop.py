@@ -9,15 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from ernievil_ds.data.synth import COLOURS, NOUNS, SynthObject, spatial_relation
+from ernievil_ds.data.synth import COLOURS, NOUNS, RELATIONS, SynthObject, spatial_relation
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
-from ernievil_ds.finetuning.synth_qa import colour_questions, relation_questions
+from ernievil_ds.finetuning.synth_qa import (
+    ANSWERS,
+    QUESTION_TYPES,
+    colour_questions,
+    count_questions,
+    relation_questions,
+    yes_no_questions,
+)
 from ernievil_ds.training.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +55,10 @@ def test_a_run_writes_metrics_checkpoints_and_a_loadable_model(tmp_path):
     losses = [r["loss"] for r in records]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     assert read_metrics(tmp_path / "eval.jsonl")[-1] == {"step": 12, **result}
-    assert set(result) == {"eval_accuracy", "eval_accuracy_colour", "eval_accuracy_relation"}
+    assert set(result) == {"eval_accuracy", *(f"eval_accuracy_{kind}" for kind in QUESTION_TYPES)}
     assert (tmp_path / "checkpoints" / "step_00000012" / "trainer_state.json").is_file()
     model = ErnieVilForVisualQuestionAnswering.from_pretrained(tmp_path / "hf_model")
-    assert model.config.id2label[0] == COLOURS[0] and model.config.num_labels == len(COLOURS) + len(NOUNS)
+    assert model.config.id2label == dict(enumerate(ANSWERS))
 
 
 @pytest.mark.parametrize("first_steps", [2, 3])
@@ -124,3 +132,30 @@ def test_synth_questions_are_answered_from_the_scene():
     assert asked["what is under the lamp?"] == "cube"
     assert asked["what is beside the cube?"] == "ball"  # the lamp is on the cube, not beside it
     assert "what is beside the ball?" not in asked  # the cube and the lamp both are: no single answer
+
+
+def test_yes_no_questions_ask_each_pair_once_true_and_once_false():
+    image = (600, 480)
+    cube = scene_object("cube", "red", (100, 300, 200, 400))
+    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))
+    questions = yes_no_questions([cube, lamp], image, np.random.default_rng(0))
+    assert [q.answer for q in questions] == ["yes", "no", "yes", "no"]
+    assert questions[0].question == "is the cube under the lamp?"
+    assert questions[2].question == "is the lamp on the cube?"
+    for false, holds in ((questions[1], "under"), (questions[3], "on")):
+        relation = false.question.split()[3]
+        assert relation in RELATIONS and relation != holds
+
+
+def test_count_questions_draw_one_colour_per_count():
+    objects = [
+        scene_object("cube", "red", (0, 0, 10, 10)),
+        scene_object("ball", "red", (20, 0, 30, 10)),
+        scene_object("cup", "blue", (40, 0, 50, 10)),
+    ]
+    questions = count_questions(objects, np.random.default_rng(0))
+    assert [q.answer for q in questions] == ["0", "1", "2"]
+    assert questions[1].question == "how many blue objects are there?"
+    assert questions[2].question == "how many red objects are there?"
+    absent = questions[0].question.split()[2]
+    assert absent in COLOURS and absent not in ("red", "blue")
