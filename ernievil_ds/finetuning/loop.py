@@ -45,7 +45,7 @@ class FinetuneSettings:
     output_dir: Path
     model: Path | None = None  # a saved model directory (a pretraining run's hf_model/)
     preset: str | None = None  # or a fresh model of this preset (no ERNIE-ViL pretraining)
-    data_dir: Path | None = None
+    data_dir: Path | None = None  # the official tasks' data (synth_qa generates its own)
     steps: int = 300
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -99,6 +99,20 @@ def check_task(settings: FinetuneSettings) -> None:
         raise UserError("give exactly one of --model DIR (a saved model) and --preset NAME (a fresh model)")
 
 
+def check_numbers(settings: FinetuneSettings) -> None:
+    """Counts must be positive and the learning rate a positive number."""
+    for flag, value in (
+        ("--steps", settings.steps),
+        ("--batch-size", settings.batch_size),
+        ("--gradient-accumulation-steps", settings.gradient_accumulation_steps),
+        ("--log-every", settings.log_every),
+    ):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if not math.isfinite(settings.learning_rate) or settings.learning_rate <= 0:
+        raise UserError(f"--learning-rate must be a positive number, got {settings.learning_rate}")
+
+
 def build_vqa_model(
     settings: FinetuneSettings, answers: tuple[str, ...]
 ) -> ErnieVilForVisualQuestionAnswering:
@@ -132,6 +146,11 @@ def synth_qa_loaders(settings: FinetuneSettings) -> tuple[DataLoader, DataLoader
         drop_last=True,
         generator=torch.Generator().manual_seed(settings.seed),
     )
+    if len(train_loader) == 0:
+        raise UserError(
+            f"{len(train)} training questions make no batch of {settings.batch_size}: raise --train-images "
+            "or lower --batch-size"
+        )
     eval_loader = DataLoader(evaluation, batch_size=settings.batch_size, collate_fn=collate_questions)
     return train_loader, eval_loader
 
@@ -323,9 +342,8 @@ class FinetuningRun:
 
 def finetune(settings: FinetuneSettings) -> dict[str, float]:
     """Fine-tune as ``settings`` say; returns the final evaluation (also the last line of ``eval.jsonl``)."""
+    check_numbers(settings)
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    if not math.isfinite(settings.learning_rate) or settings.learning_rate <= 0:
-        raise UserError(f"--learning-rate must be a positive number, got {settings.learning_rate}")
     run = FinetuningRun(settings)
     state = run.accelerator.state
     logger.info(

@@ -80,9 +80,19 @@ def test_resume_continues_exactly(tmp_path, first_steps):
     assert records[-1]["loss"] == read_metrics(tmp_path / "straight" / "metrics.jsonl")[-1]["loss"]
 
 
-def test_the_official_tasks_are_refused_until_their_data_has_an_importer(tmp_path):
-    with pytest.raises(UserError, match="no importer"):
-        finetune(tiny_settings(tmp_path, task="vqa"))
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"task": "vqa"}, "no importer"),
+        ({"steps": 0}, "--steps must be at least 1"),
+        ({"learning_rate": float("nan")}, "--learning-rate must be a positive number"),
+        ({"train_images": 1, "batch_size": 8}, "make no batch of 8"),  # at most 4 questions a scene
+        ({"preset": None}, "exactly one of --model"),
+    ],
+)
+def test_bad_settings_are_user_errors(tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        finetune(tiny_settings(tmp_path, **overrides))
 
 
 def test_two_processes_under_accelerate_launch(tmp_path):
