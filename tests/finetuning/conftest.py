@@ -1,0 +1,39 @@
+"""Fixtures of the fine-tuning tests: a saved pretraining model and a batch of encoder inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+FINETUNING_ENCODER_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "region_features",
+    "region_boxes",
+    "image_sizes",
+    "region_mask",
+)
+
+
+@pytest.fixture
+def pair_inputs(batch_factory):
+    """The encoder inputs of a test batch (padding on both streams), without pretraining targets."""
+
+    def build(config, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+        full = batch_factory(config, batch=batch, seed=seed)
+        return {key: full[key] for key in FINETUNING_ENCODER_KEYS}
+
+    return build
+
+
+@pytest.fixture
+def saved_pretraining_model(pretraining_model, tmp_path):
+    """A pretraining model of a config, saved with ``save_pretrained``: (model, directory)."""
+
+    def save(config):
+        model = pretraining_model(config)
+        model.save_pretrained(tmp_path / "hf_model")
+        return model, tmp_path / "hf_model"
+
+    return save
