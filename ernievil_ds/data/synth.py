@@ -255,7 +255,7 @@ def sample_caption(
     return builder.text, builder.graph
 
 
-def _region_features(attributes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def detector_features(attributes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Detector-like region features and class distributions of objects given as (noun, colour, size, material).
 
     Args:
@@ -309,7 +309,7 @@ def generate_split(split: str, num_images: int, seed: int, captions_per_image: i
             pairs.append(
                 {"pair_id": f"{image_id}-{k}", "image_id": image_id, "caption": caption, "scene_graph": graph}
             )
-    features, cls_prob = _region_features(np.array(attributes), rng)
+    features, cls_prob = detector_features(np.array(attributes), rng)
     split_points = np.cumsum([len(image["boxes"]) for image in images])[:-1]
     for image, image_features, image_cls_prob in zip(
         images, np.split(features, split_points), np.split(cls_prob, split_points)

@@ -27,7 +27,7 @@ from ernievil_ds.data.synth import (
     COLOURS,
     NOUNS,
     RELATIONS,
-    _region_features,
+    detector_features,
     sample_scene,
     spatial_relation,
 )
@@ -120,7 +120,7 @@ def sample_examples(num_images: int, seed: int, tokenizer) -> list[dict]:
     for _ in range(num_images):
         image_size, objects, _facts = sample_scene(rng)
         attributes = np.array([(o.noun, o.colour, o.size, o.material) for o in objects])
-        features, _class_distributions = _region_features(attributes, rng)
+        features, _class_distributions = detector_features(attributes, rng)
         for question in scene_questions(objects, image_size, rng):
             labels = np.zeros(len(ANSWERS), dtype=np.float32)
             labels[ANSWERS.index(question.answer)] = 1.0
