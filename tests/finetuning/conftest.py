@@ -5,24 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-FINETUNING_ENCODER_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "token_type_ids",
-    "region_features",
-    "region_boxes",
-    "image_sizes",
-    "region_mask",
-)
-
 
 @pytest.fixture
-def pair_inputs(batch_factory):
+def pair_inputs(batch_factory, encoder_inputs):
     """The encoder inputs of a test batch (padding on both streams), without pretraining targets."""
 
     def build(config, batch: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
         full = batch_factory(config, batch=batch, seed=seed)
-        return {key: full[key] for key in FINETUNING_ENCODER_KEYS}
+        inputs = encoder_inputs(full)
+        inputs.pop("masked_regions")  # fine-tuning masks no region
+        return inputs
 
     return build
 
