@@ -2,9 +2,8 @@
 checkpoints with ``save_state``/``load_state`` and exact resume, ``metrics.jsonl``/``eval.jsonl`` and
 TensorBoard, and a progress bar on the main process.
 
-The tasks with data here: ``synth_qa`` (``ernievil_ds.finetuning.synth_qa``, generated in memory). The
-official VQA, VCR, RefCOCO+ and Flickr30K files have heads, losses and metrics
-(``ernievil_ds.finetuning.modeling``) but no importer yet, and are refused with that message.
+What is particular to a task (its model, data, loss and metric) comes from its
+``ernievil_ds.finetuning.tasks.DownstreamTask``; the loop is the same for all of them.
 """
 
 from __future__ import annotations
@@ -20,18 +19,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from transformers import AutoConfig
 
-from ernievil_ds.configuration_ernievil import ErnieVilConfig
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
-from ernievil_ds.finetuning.metrics import vqa_soft_accuracy
-from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.optimization import build_optimizer, manual_warmup_decay
-from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, sample_examples
+from ernievil_ds.finetuning.tasks import TASKS, DownstreamTask, build_task
 from ernievil_ds.training.metrics import MetricsWriter
 
-TASKS = ("vqa", "vcr", "refcoco", "retrieval", "synth_qa")
 CHECKPOINTS_DIR, STATE_FILE, SETTINGS_FILE = "checkpoints", "trainer_state.json", "finetune_args.json"
 
 logger = get_logger(__name__)
@@ -87,14 +81,7 @@ class EpochPermutationSampler(Sampler[int]):
         return iter(torch.randperm(self.num_examples, generator=generator).tolist())
 
 
-def check_task(settings: FinetuneSettings) -> None:
-    if settings.task not in TASKS:
-        raise UserError(f"unknown task {settings.task!r}; expected one of {TASKS}")
-    if settings.task != "synth_qa":
-        raise UserError(
-            f"task {settings.task!r} has its head, loss and metric (ernievil_ds.finetuning) but no importer "
-            "for its official data files yet; only synth_qa runs end to end"
-        )
+def check_model_source(settings: FinetuneSettings) -> None:
     if (settings.model is None) == (settings.preset is None):
         raise UserError("give exactly one of --model DIR (a saved model) and --preset NAME (a fresh model)")
 
@@ -113,78 +100,41 @@ def check_numbers(settings: FinetuneSettings) -> None:
         raise UserError(f"--learning-rate must be a positive number, got {settings.learning_rate}")
 
 
-def build_vqa_model(
-    settings: FinetuneSettings, answers: tuple[str, ...]
-) -> ErnieVilForVisualQuestionAnswering:
-    """The VQA model over the saved encoder of ``settings.model`` or a fresh ``settings.preset`` one."""
-    labels = {"id2label": dict(enumerate(answers)), "label2id": {a: i for i, a in enumerate(answers)}}
-    if settings.model is not None:
-        if not (settings.model / "config.json").is_file():
-            raise UserError(f"--model {settings.model} holds no config.json: give a saved model directory")
-        config = AutoConfig.from_pretrained(settings.model)
-        config.update(labels)
-        return ErnieVilForVisualQuestionAnswering.from_pretrained(settings.model, config=config)
-    return ErnieVilForVisualQuestionAnswering(ErnieVilConfig.from_preset(settings.preset, **labels))
-
-
-def synth_qa_loaders(settings: FinetuneSettings) -> tuple[DataLoader, DataLoader]:
-    """Train and eval loaders of synth_qa questions (different scenes: the seeds differ)."""
-    from ernievil_ds.data import load_tokenizer
-
-    tokenizer = load_tokenizer(settings.tokenizer)
-    train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
-    evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
-    sampler = EpochPermutationSampler(len(train), settings.seed)
+def build_loaders(task: DownstreamTask, settings: FinetuneSettings) -> tuple[DataLoader, DataLoader]:
+    """The task's training loader (a fresh permutation each epoch, whole batches) and evaluation loader."""
+    train, evaluation = task.datasets()
     # Starting an iterator draws a seed from the loader's generator; a generator of its own keeps that
     # draw out of the global random state, which dropout reads, so a run resumed inside an epoch (whose
     # loader starts where the uninterrupted run's did not) draws the same dropout masks.
     train_loader = DataLoader(
         train,
         batch_size=settings.batch_size,
-        sampler=sampler,
-        collate_fn=collate_questions,
+        sampler=EpochPermutationSampler(len(train), settings.seed),
+        collate_fn=task.collate,
         drop_last=True,
         generator=torch.Generator().manual_seed(settings.seed),
     )
     if len(train_loader) == 0:
         raise UserError(
-            f"{len(train)} training questions make no batch of {settings.batch_size}: raise --train-images "
+            f"{len(train)} training examples make no batch of {settings.batch_size}: use more training data "
             "or lower --batch-size"
         )
-    eval_loader = DataLoader(evaluation, batch_size=settings.batch_size, collate_fn=collate_questions)
+    eval_loader = DataLoader(evaluation, batch_size=settings.batch_size, collate_fn=task.collate)
     return train_loader, eval_loader
 
 
-def model_inputs(batch: dict[str, torch.Tensor], zero_image_features: bool, dtype: torch.dtype) -> dict:
-    """The model's keyword inputs of a batch (its ``kinds`` are for the metrics only), region features in
-    the model's dtype: a DeepSpeed fp16 or bf16 engine holds half-precision weights and casts no inputs."""
-    inputs = {name: value for name, value in batch.items() if name != "kinds"}
-    features = inputs["region_features"].to(dtype)
-    inputs["region_features"] = torch.zeros_like(features) if zero_image_features else features
-    return inputs
-
-
 @torch.no_grad()
-def evaluate(
-    accelerator: Accelerator, model, loader: DataLoader, zero_image_features: bool
-) -> dict[str, float]:
-    """VQA soft accuracy of the argmax answer over the eval split, overall and per question type."""
+def evaluate(accelerator: Accelerator, model, task: DownstreamTask, loader: DataLoader) -> dict[str, float]:
+    """The task's metrics over the evaluation set, from every process's share, with a progress bar."""
     dtype = accelerator.unwrap_model(model).dtype
     model.eval()
-    scores, kinds = [], []
-    for batch in loader:
-        logits = model(**model_inputs(batch, zero_image_features, dtype)).logits
-        score = vqa_soft_accuracy(logits.float(), batch["labels"])  # (B,)
-        score, kind = accelerator.gather_for_metrics((score, batch["kinds"]))
-        scores.append(score.cpu())
-        kinds.append(kind.cpu())
+    gathered: dict[str, list[torch.Tensor]] = {}
+    for batch in tqdm(loader, desc="evaluating", leave=False, disable=not accelerator.is_local_main_process):
+        results = accelerator.gather_for_metrics(task.eval_step(model, batch, dtype))
+        for name, value in results.items():
+            gathered.setdefault(name, []).append(value.cpu())
     model.train()
-    scores, kinds = torch.cat(scores), torch.cat(kinds)
-    result = {"eval_accuracy": scores.mean().item()}
-    for index, kind in enumerate(QUESTION_TYPES):
-        if (kinds == index).any():
-            result[f"eval_accuracy_{kind}"] = scores[kinds == index].mean().item()
-    return result
+    return task.summarize({name: torch.cat(values) for name, values in gathered.items()})
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -205,8 +155,9 @@ class FinetuningRun:
     def __init__(self, settings: FinetuneSettings) -> None:
         from accelerate.utils import GradientAccumulationPlugin
 
-        check_task(settings)
+        check_model_source(settings)
         self.settings = settings
+        self.task = build_task(settings)
         # The schedule counts optimiser steps (as the official global step), so it is stepped by hand once
         # per synchronised step; accumulation follows the step count alone, so that a resumed run
         # accumulates exactly the micro-batches the uninterrupted run did.
@@ -218,8 +169,8 @@ class FinetuningRun:
             step_scheduler_with_optimizer=False,
         )
         set_seed(settings.seed)
-        model = build_vqa_model(settings, ANSWERS)
-        train_loader, eval_loader = synth_qa_loaders(settings)
+        model = self.task.build_model()
+        train_loader, eval_loader = build_loaders(self.task, settings)
         optimizer = build_optimizer(
             model,
             settings.learning_rate,
@@ -273,9 +224,7 @@ class FinetuningRun:
         # The CPU generator is always forked; an accelerator's only when named.
         accelerators = [] if device.type == "cpu" else [device]
         with torch.random.fork_rng(devices=accelerators, device_type=device.type):
-            result = evaluate(
-                self.accelerator, self.model, self.eval_loader, self.settings.zero_image_features
-            )
+            result = evaluate(self.accelerator, self.model, self.task, self.eval_loader)
         self.writer.write_eval({"step": step, **result})
         return result
 
@@ -283,8 +232,7 @@ class FinetuningRun:
         """Forward and backward of one micro-batch, and the optimiser step when it closes an accumulation;
         returns the micro-batch's loss and whether a step was taken."""
         with self.accelerator.accumulate(self.model):
-            inputs = model_inputs(batch, self.settings.zero_image_features, self.model_dtype)
-            loss = self.model(**inputs).loss
+            loss = self.task.training_loss(self.model, batch, self.model_dtype)
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)

@@ -138,7 +138,7 @@ def sample_examples(num_images: int, seed: int, tokenizer) -> list[dict]:
 
 
 def collate_questions(examples: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad a list of examples into the VQA model's inputs plus ``labels`` (B, A) and ``kinds`` (B,)."""
+    """Pad a list of examples into the VQA model's inputs plus ``labels`` (B, A) and ``meta_kinds`` (B,)."""
     batch, text_len = len(examples), max(len(e["input_ids"]) for e in examples)
     num_regions = max(len(e["region_boxes"]) for e in examples)
     input_ids = torch.full((batch, text_len), pad_token_id, dtype=torch.long)
@@ -161,7 +161,7 @@ def collate_questions(examples: list[dict], pad_token_id: int = 0) -> dict[str, 
         "image_sizes": torch.from_numpy(np.stack([e["image_size"] for e in examples])),
         "region_mask": region_mask,
         "labels": torch.from_numpy(np.stack([e["labels"] for e in examples])),
-        "kinds": torch.tensor([e["kind"] for e in examples]),
+        "meta_kinds": torch.tensor([e["kind"] for e in examples]),
     }
 
 

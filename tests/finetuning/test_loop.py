@@ -86,7 +86,7 @@ def test_resume_continues_exactly(tmp_path, first_steps):
         ({"task": "vqa"}, "no importer"),
         ({"steps": 0}, "--steps must be at least 1"),
         ({"learning_rate": float("nan")}, "--learning-rate must be a positive number"),
-        ({"train_images": 1, "batch_size": 8}, "make no batch of 8"),  # at most 4 questions a scene
+        ({"train_images": 1, "batch_size": 8}, "examples make no batch of 8"),  # at most 4 questions a scene
         ({"preset": None}, "exactly one of --model"),
     ],
 )

@@ -1,0 +1,68 @@
+"""Visual question answering: the VQA head, its loss and the VQA soft accuracy, overall and per question
+type. ``synth_qa`` is this task on questions generated from SynthScenes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ernievil_ds.finetuning.metrics import vqa_soft_accuracy
+from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
+from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, sample_examples
+from ernievil_ds.finetuning.tasks.base import DownstreamTask
+
+
+class VisualQuestionAnsweringTask(DownstreamTask):
+    """A VQA task over a fixed answer vocabulary. Batches carry ``labels`` (B, A), each answer's soft score,
+    and optionally ``meta_kinds`` (B,), the index of each question's type in ``question_types``."""
+
+    model_class = ErnieVilForVisualQuestionAnswering
+    answers: tuple[str, ...] = ()
+    question_types: tuple[str, ...] = ()
+
+    def config_updates(self) -> dict:
+        return {
+            "id2label": dict(enumerate(self.answers)),
+            "label2id": {answer: i for i, answer in enumerate(self.answers)},
+        }
+
+    def eval_step(self, model, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        logits = model(**self.model_inputs(batch, dtype)).logits  # (B, A)
+        result = {"score": vqa_soft_accuracy(logits.float(), batch["labels"])}  # (B,)
+        if "meta_kinds" in batch:
+            result["kind"] = batch["meta_kinds"]  # (B,)
+        return result
+
+    def summarize(self, results: dict[str, torch.Tensor]) -> dict[str, float]:
+        """``eval_accuracy`` over all questions and ``eval_accuracy_<type>`` per question type."""
+        scores = results["score"]
+        summary = {"eval_accuracy": scores.mean().item()}
+        for index, kind in enumerate(self.question_types):
+            of_kind = results["kind"] == index
+            if of_kind.any():
+                summary[f"eval_accuracy_{kind}"] = scores[of_kind].mean().item()
+        return summary
+
+
+class SynthQaTask(VisualQuestionAnsweringTask):
+    """``synth_qa``: questions about SynthScenes, generated in memory (``ernievil_ds.finetuning.synth_qa``);
+    the training and evaluation scenes come from different seeds."""
+
+    answers = ANSWERS
+    question_types = QUESTION_TYPES
+
+    def datasets(self) -> tuple[Sequence, Sequence]:
+        from ernievil_ds.data import load_tokenizer
+
+        settings = self.settings
+        tokenizer = load_tokenizer(settings.tokenizer)
+        train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
+        evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
+        return train, evaluation
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return collate_questions(examples)
+
+
+__all__ = ["SynthQaTask", "VisualQuestionAnsweringTask"]
