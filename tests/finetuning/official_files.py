@@ -17,9 +17,13 @@ def b64(array: np.ndarray) -> str:
 
 
 def regions(num_boxes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(num_boxes, 4) pixel boxes and (num_boxes, 2048) features, exactly representable in float16."""
+    """(num_boxes, 4) pixel x1 <= x2, y1 <= y2 boxes inside any image of at least 40 x 40 pixels and
+    (num_boxes, 2048) features, exactly representable in float16."""
     rng = np.random.default_rng(seed)
-    boxes = np.round(rng.random((num_boxes, 4)) * 100).astype(np.float32)
+    corners = rng.integers(0, 20, size=(num_boxes, 2))
+    boxes = np.concatenate([corners, corners + rng.integers(1, 20, size=(num_boxes, 2))], 1).astype(
+        np.float32
+    )
     features = (np.round(rng.random((num_boxes, 2048)) * 64) / 64).astype(np.float32)
     return boxes, features
 

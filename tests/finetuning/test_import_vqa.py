@@ -7,11 +7,13 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from ernievil_ds.cli import main
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.data import collate_vqa, import_official_vqa, import_vqa_v2, load_vqa
 from ernievil_ds.finetuning.data.vqa import answer_soft_score, read_answer_list
+from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.vqa_answers import vqa_answer_accuracy
 from tests.data.conftest import HostileCall
 from tests.finetuning.official_files import image_tsv_row, regions, vqa_row, write_json, write_lines
@@ -41,7 +43,7 @@ def official_tsv(tmp_path):
     return path, answers, (boxes_a, features_a), (boxes_b, features_b)
 
 
-def test_official_tsv_imports_questions_and_shared_images(official_tsv, tmp_path, tokenizer):
+def test_official_tsv_imports_questions_and_shared_images(official_tsv, tmp_path, tokenizer, tiny_config):
     path, answers, (boxes_a, features_a), (boxes_b, features_b) = official_tsv
     report = import_official_vqa([path], tmp_path / "out", answers=answers)
     assert (report.examples.rows, report.examples.malformed) == (3, 4)
@@ -73,6 +75,10 @@ def test_official_tsv_imports_questions_and_shared_images(official_tsv, tmp_path
     assert batch["region_mask"].tolist() == [[1, 1], [1, 1], [1, 0]]
     assert batch["image_sizes"].tolist() == [[640, 480], [640, 480], [320, 240]]
     np.testing.assert_array_equal(batch["region_features"][2, 0].numpy(), features_b[0])
+    tiny_config.num_labels = len(answer_list)
+    with torch.no_grad():
+        output = ErnieVilForVisualQuestionAnswering(tiny_config).eval()(**batch)
+    assert output.logits.shape == (3, 3) and torch.isfinite(output.loss)
 
 
 def test_rerun_of_a_finished_import_changes_nothing(official_tsv, tmp_path):
