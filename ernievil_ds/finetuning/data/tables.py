@@ -122,7 +122,8 @@ def write_images(
     shard_size: int,
 ) -> ImportReport:
     """Write ``DIR/images`` from (record id, raw) items; ``decode`` gives an image record or raises
-    ValueError. An image met again (same ``image_id``) is written once per run."""
+    ValueError. An image met again (same ``image_id``) is written once per run; a resumed run, which does
+    not decode the shards already written, may write it a second time (either copy serves the loader)."""
     seen: set[str] = set()
 
     def build(records: list[dict]) -> tuple[Dataset, dict]:
