@@ -22,7 +22,9 @@ IMAGE_BOXES = {"1001": 2, "1002": 1, "1003": 3}
 def test_flickr_files_import_captions_and_build_groups(tmp_path, tokenizer, tiny_config):
     image_regions = {image_id: regions(n, seed=int(image_id)) for image_id, n in IMAGE_BOXES.items()}
     images = tmp_path / "flickr_bottom_up_10_36.csv.0"
-    write_lines(images, [image_tsv_row(i, 200, 100, *image_regions[i]) for i in IMAGE_BOXES])
+    bad_base64 = image_tsv_row("1004", 200, 100, *image_regions["1001"])
+    bad_base64[5] = "%%"
+    write_lines(images, [*(image_tsv_row(i, 200, 100, *image_regions[i]) for i in IMAGE_BOXES), bad_base64])
     captions = tmp_path / "flickr.train.data"
     lines = [
         "1001\t0\ta dog runs",
@@ -34,7 +36,9 @@ def test_flickr_files_import_captions_and_build_groups(tmp_path, tokenizer, tiny
     captions.write_text("\n".join([*lines, "1003\t5\ta bird sings"]) + "\n")
 
     report = import_retrieval([captions], [images], tmp_path / "out")
-    assert (report.examples.rows, report.examples.malformed, report.images.rows) == (4, 2, 3)
+    assert (report.examples.rows, report.examples.malformed) == (4, 2)
+    assert (report.images.rows, report.images.malformed) == (3, 1)
+    assert report.images.first_malformed[0].startswith("1004: features is not valid base64")
     assert report.examples.first_malformed == [
         "flickr.train.data:4: image 9999 is not in the images table",
         "flickr.train.data:5: 2 tab-separated fields, expected 3",
