@@ -148,7 +148,14 @@ def import_refcoco(
     """
     paths, output_dir = [Path(p) for p in inputs], require_output_dir(Path(output_dir))
     source = {"task": "refcoco", "format": "official-tsv", "inputs": describe_inputs(paths)}
-    images = write_images(_items(paths), _image, output_dir, source=source, shard_size=shard_size)
+    images = write_images(
+        _items(paths),
+        _image,
+        lambda raw: _image_id(fields_of(raw)),
+        output_dir,
+        source=source,
+        shard_size=shard_size,
+    )
     examples = write_examples(
         _items(paths),
         functools.partial(_example_with_id, known_images=written_image_ids(output_dir)),

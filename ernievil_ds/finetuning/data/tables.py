@@ -116,27 +116,36 @@ def embedded_image(image_id: str, width: str, height: str, num_boxes: int, boxes
 def write_images(
     items: Iterable[tuple[str, object]],
     decode: Callable[[object], dict],
+    image_id: Callable[[object], str],
     output_dir: Path,
     *,
     source: dict,
     shard_size: int,
 ) -> ImportReport:
     """Write ``DIR/images`` from (record id, raw) items; ``decode`` gives an image record or raises
-    ValueError. An image met again (same ``image_id``) is written once per run; a resumed run, which does
-    not decode the shards already written, may write it a second time (either copy serves the loader)."""
-    seen: set[str] = set()
+    ValueError, ``image_id`` gives a raw record's image id without decoding it.
+
+    An image met again after it was decoded is neither decoded nor written again in the same run (the
+    official VQA files repeat an image's regions for each of its questions); a resumed run, which does not
+    decode the shards already written, may write it a second time (either copy serves the loader).
+    """
+    decoded: set[str] = set()
+
+    def decode_once(raw) -> dict:
+        key = image_id(raw)
+        if key in decoded:
+            return {"image_id": key, "repeated": True}
+        record = decode(raw)
+        decoded.add(key)
+        return record
 
     def build(records: list[dict]) -> tuple[Dataset, dict]:
-        unique = []
-        for record in records:
-            if record["image_id"] not in seen:
-                seen.add(record["image_id"])
-                unique.append(record)
+        unique = [record for record in records if "repeated" not in record]
         return images_dataset(unique, with_class_distribution=False), {}
 
     return write_table(
         items,
-        decode,
+        decode_once,
         build,
         output_dir / IMAGES_DIR,
         source=source | {"table": "images"},

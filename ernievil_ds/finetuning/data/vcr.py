@@ -322,6 +322,7 @@ def import_vcr(
         images = write_images(
             _image_items(_needed_images(paths), lmdbs),
             merge,
+            lambda raw: raw["key"],
             output_dir,
             source=source,
             shard_size=shard_size,

@@ -216,7 +216,12 @@ def import_official_vqa(
     answer_list = read_answer_list(answers)
     source = {"task": "vqa", "format": "official-tsv", "inputs": describe_inputs(paths)}
     images = write_images(
-        read_tsv_lines(paths, len(TSV_FIELDS)), _tsv_image, output_dir, source=source, shard_size=shard_size
+        read_tsv_lines(paths, len(TSV_FIELDS)),
+        _tsv_image,
+        lambda raw: _tsv_image_id(fields_of(raw)),
+        output_dir,
+        source=source,
+        shard_size=shard_size,
     )
     decode = functools.partial(
         _tsv_example, known_images=written_image_ids(output_dir), num_answers=len(answer_list)
