@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ernievil_ds.errors import UserError
+
 _TASK_INPUTS = {
     "vqa": "--input (official TSV files) and --answers (trainval_label2ans.pkl or another answer list)",
     "vqa-v2": "--questions, optionally --annotations, --answers and --images (COCO feature files)",
@@ -46,8 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _require(args: argparse.Namespace, *names: str) -> None:
-    from ernievil_ds.errors import UserError
-
     missing = [f"--{name.replace('_', '-')}" for name in names if not getattr(args, name)]
     if missing:
         raise UserError(f"--task {args.task} needs {' and '.join(missing)}: {_TASK_INPUTS[args.task]}")

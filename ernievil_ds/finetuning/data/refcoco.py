@@ -32,21 +32,18 @@ from datasets import Features, List, Value
 from ernievil_ds.data.prepare import describe_inputs
 from ernievil_ds.data.tokenization import load_tokenizer
 from ernievil_ds.errors import require_output_dir
+from ernievil_ds.finetuning.data.collate import pad_images, pad_tokens, truncate_tokens
+from ernievil_ds.finetuning.data.dataset import FineTuningDataset, load_examples
 from ernievil_ds.finetuning.data.tables import (
-    FineTuningDataset,
     FineTuningImportReport,
     content_image_id,
     embedded_image,
     fields_of,
-    load_examples,
-    pad_images,
-    pad_tokens,
     parse_floats,
     parse_int,
     read_tsv_lines,
     require_image,
     tokenize,
-    truncate_tokens,
     write_examples,
     write_images,
     written_image_ids,
@@ -184,7 +181,7 @@ def collate_refcoco(
     examples: list[dict], max_length: int | None = None, pad_token_id: int = 0
 ) -> dict[str, torch.Tensor]:
     """The RefCOCO+ head's inputs from ``FineTuningDataset`` examples: ``input_ids``, ``attention_mask``,
-    ``token_type_ids`` (B, T), the image inputs of ``tables.pad_images`` (R regions), ``labels`` (B, R + 1),
+    ``token_type_ids`` (B, T), the image inputs of ``collate.pad_images`` (R regions), ``labels`` (B, R + 1),
     [IMG] first, the training targets (``losses.soft_iou_targets``: IoUs below 0.5 zeroed, as the official
     reader zeroes them in training), and ``ious`` (B, R), the IoUs as given, for
     ``metrics.referring_expression_correct``."""

@@ -32,18 +32,14 @@ from datasets import Features, List, Value
 from ernievil_ds.data.prepare import describe_inputs, import_region_features
 from ernievil_ds.data.tokenization import load_tokenizer
 from ernievil_ds.errors import require_output_dir
+from ernievil_ds.finetuning.data.collate import group, pad_images, pad_tokens, truncate_tokens
+from ernievil_ds.finetuning.data.dataset import FineTuningDataset, load_examples
 from ernievil_ds.finetuning.data.tables import (
-    FineTuningDataset,
     FineTuningImportReport,
     fields_of,
-    group,
-    load_examples,
-    pad_images,
-    pad_tokens,
     read_tsv_lines,
     require_image,
     tokenize,
-    truncate_tokens,
     write_examples,
     written_image_ids,
 )
@@ -124,16 +120,15 @@ def negative_image_groups(
     """One group per caption index: the caption with its image, then with ``num_negatives`` images drawn
     uniformly among the split's others (the official ``"ei"`` negatives). Each pair is an example dict
     whose ``image`` is the pair's image."""
-    image_ids = list(dataset.image_rows)
-    if len(image_ids) < 2:
+    if dataset.num_images < 2:
         raise ValueError("negatives need at least two images in the split")
     groups = []
     for index in indices:
         example = dataset[index]
-        positive = image_ids.index(example["image_id"])
-        draws = rng.integers(len(image_ids) - 1, size=num_negatives).tolist()  # skipping the positive
-        negatives = [image_ids[i + (i >= positive)] for i in draws]
-        groups.append([example] + [example | {"image": dataset.image(i)} for i in negatives])
+        positive = dataset.image_rows[example["image_id"]]
+        rows = rng.integers(dataset.num_images - 1, size=num_negatives).tolist()  # rows but the positive's
+        negatives = [example | {"image": dataset.image_at(row + (row >= positive))} for row in rows]
+        groups.append([example, *negatives])
     return groups
 
 
@@ -142,7 +137,7 @@ def collate_retrieval(
 ) -> dict[str, torch.Tensor]:
     """The retrieval head's inputs for N caption-image pairs (evaluation: every caption with every image):
     ``input_ids``, ``attention_mask``, ``token_type_ids`` (N, T) and the image inputs of
-    ``tables.pad_images``."""
+    ``collate.pad_images``."""
     tokens = pad_tokens([truncate_tokens(p["input_ids"], max_length) for p in pairs], pad_token_id)
     return tokens | pad_images([p["image"] for p in pairs])
 

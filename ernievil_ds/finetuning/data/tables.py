@@ -1,5 +1,5 @@
 """The fine-tuning data directory: a task's examples table beside an images table, written resumably and read
-back as one torch dataset.
+back as one torch dataset (``dataset.py``).
 
 One directory holds one split of one task::
 
@@ -21,27 +21,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import torch
 from datasets import Dataset, Features
 from datasets.table import InMemoryTable
 
 from ernievil_ds.data.prepare import ImportReport, write_table
 from ernievil_ds.data.region_features import decode_region_record
-from ernievil_ds.data.schema import FEATURE_DIM, IMAGES_DIR
-from ernievil_ds.data.storage import images_dataset, load_table, read_manifest
-from ernievil_ds.distributed import get_logger
-from ernievil_ds.errors import UserError
-
-logger = get_logger(__name__)
+from ernievil_ds.data.schema import IMAGES_DIR
+from ernievil_ds.data.storage import images_dataset, load_table
 
 EXAMPLES_DIR = "examples"
 ANSWERS_FILE = "answers.json"
-#: The fine-tuning tasks (``--task``), each with its examples table.
-TASKS = ("vqa", "refcoco", "retrieval", "vcr")
-#: How many image ids of examples without an image are named.
-MAX_REPORTED_IDS = 5
 
 
 @dataclass
@@ -195,131 +185,6 @@ def tokenize(tokenizer, texts: list[str], special_tokens: bool = True) -> list[l
     if not texts:
         return []
     return tokenizer(texts, add_special_tokens=special_tokens)["input_ids"]
-
-
-# --- reading back -----------------------------------------------------------------------------------------
-
-
-class FineTuningDataset(torch.utils.data.Dataset):
-    """A task's examples, each joined with its image by ``image_id``.
-
-    An example is the examples-table row (a dict of Python values) plus ``image``: ``features`` (N, 2048)
-    float32, ``boxes`` (N, 4) float32 pixel x1, y1, x2, y2, ``width`` and ``height``. Examples whose image
-    is not in the images table are left out with a warning.
-    """
-
-    def __init__(self, examples: Dataset, images: Dataset) -> None:
-        self.examples = examples
-        self.images = images.with_format("numpy", columns=["features", "boxes", "width", "height"])
-        image_ids = images.data.table.column("image_id").to_pylist()
-        self.image_rows = {image_id: row for row, image_id in enumerate(image_ids)}
-        example_image_ids = examples.data.table.column("image_id").to_pylist()
-        rows = np.array([self.image_rows.get(i, -1) for i in example_image_ids], dtype=np.int64)
-        self._example_rows = np.flatnonzero(rows >= 0)
-        self.num_missing_images = len(rows) - len(self._example_rows)
-        if self.num_missing_images:
-            missing = [example_image_ids[i] for i in np.flatnonzero(rows < 0)[:MAX_REPORTED_IDS]]
-            logger.warning(
-                "%d of %d examples have no image in the images table and are left out (first image ids: %s)",
-                self.num_missing_images,
-                len(rows),
-                ", ".join(missing),
-            )
-
-    def __len__(self) -> int:
-        return len(self._example_rows)
-
-    def __getitem__(self, index: int) -> dict:
-        example = self.examples[int(self._example_rows[index])]
-        return example | {"image": self.image(example["image_id"])}
-
-    def image(self, image_id: str) -> dict:
-        """An image's ``features`` (N, 2048), ``boxes`` (N, 4), ``width`` and ``height``."""
-        row = self.images[self.image_rows[image_id]]
-        return {
-            "features": row["features"],
-            "boxes": row["boxes"],
-            "width": int(row["width"]),
-            "height": int(row["height"]),
-        }
-
-
-def load_examples(data_dir: str | Path, task: str) -> FineTuningDataset:
-    """The imported split in ``data_dir`` of ``task``, examples joined with their images.
-
-    Raises:
-        FileNotFoundError: no complete examples or images table. UserError: a directory of another task,
-        or one whose examples have no image at all.
-    """
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir / EXAMPLES_DIR)
-    if manifest is None:
-        raise FileNotFoundError(
-            f"{data_dir} holds no imported fine-tuning examples (no {EXAMPLES_DIR}/manifest.json): run "
-            "ernievil-ds import-finetune first, or rerun the interrupted import"
-        )
-    found = manifest["source"].get("task")
-    if found != task:
-        raise UserError(f"{data_dir} holds {found} examples, not {task} examples")
-    dataset = FineTuningDataset(load_table(data_dir / EXAMPLES_DIR), load_table(data_dir / IMAGES_DIR))
-    if len(dataset) == 0:
-        raise UserError(f"none of the examples of {data_dir} has its image in {data_dir / IMAGES_DIR}")
-    return dataset
-
-
-# --- collation --------------------------------------------------------------------------------------------
-
-
-def truncate_tokens(input_ids: list[int], max_length: int | None) -> list[int]:
-    """``[CLS] ... [SEP]`` cut to ``max_length`` keeping the final [SEP], as the official readers cut it
-    (``token_ids[:max_seq_len - 1] + [token_ids[-1]]``)."""
-    if max_length is None or len(input_ids) <= max_length:
-        return list(input_ids)
-    return [*input_ids[: max_length - 1], input_ids[-1]]
-
-
-def pad_tokens(
-    sequences: list[list[int]], pad_token_id: int, segments: list[list[int]] | None = None
-) -> dict[str, torch.Tensor]:
-    """``input_ids``, ``attention_mask`` and ``token_type_ids`` (N, T) from N token lists (and their
-    segment ids, zeros when not given), padded on the right."""
-    length = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros(len(sequences), length, dtype=torch.long)
-    token_type_ids = torch.zeros(len(sequences), length, dtype=torch.long)
-    for i, tokens in enumerate(sequences):
-        input_ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        attention_mask[i, : len(tokens)] = 1
-        if segments is not None:
-            token_type_ids[i, : len(tokens)] = torch.tensor(segments[i], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-
-
-def pad_images(images: list[dict]) -> dict[str, torch.Tensor]:
-    """The encoder's image inputs from N images: ``region_features`` (N, R, 2048), ``region_boxes``
-    (N, R, 4), ``region_mask`` (N, R) and ``image_sizes`` (N, 2) (width, height); R is the most regions of
-    any image, the rest padding. The model prepends [IMG] itself."""
-    num_regions = max(len(image["boxes"]) for image in images)
-    region_features = torch.zeros(len(images), num_regions, FEATURE_DIM)
-    region_boxes = torch.zeros(len(images), num_regions, 4)
-    region_mask = torch.zeros(len(images), num_regions, dtype=torch.long)
-    for i, image in enumerate(images):
-        regions = len(image["boxes"])
-        region_features[i, :regions] = torch.as_tensor(np.asarray(image["features"], dtype=np.float32))
-        region_boxes[i, :regions] = torch.as_tensor(np.asarray(image["boxes"], dtype=np.float32))
-        region_mask[i, :regions] = 1
-    sizes = torch.tensor([[image["width"], image["height"]] for image in images], dtype=torch.float32)
-    return {
-        "region_features": region_features,
-        "region_boxes": region_boxes,
-        "region_mask": region_mask,
-        "image_sizes": sizes,
-    }
-
-
-def group(batch: dict[str, torch.Tensor], groups: int) -> dict[str, torch.Tensor]:
-    """Tensors of B * C rows, (B * C, ...), as (B, C, ...): the choices or pairs of a group second."""
-    return {name: t.view(groups, -1, *t.shape[1:]) for name, t in batch.items()}
 
 
 def parse_int(text: str, name: str) -> int:

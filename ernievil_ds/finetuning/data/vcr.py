@@ -53,13 +53,10 @@ from ernievil_ds.data.prepare import describe_inputs
 from ernievil_ds.data.region_features import decode_region_record, lmdb_row, open_feature_lmdb
 from ernievil_ds.data.tokenization import load_tokenizer
 from ernievil_ds.errors import UserError, require_output_dir
+from ernievil_ds.finetuning.data.collate import group, pad_images, pad_tokens
+from ernievil_ds.finetuning.data.dataset import FineTuningDataset, load_examples
 from ernievil_ds.finetuning.data.tables import (
-    FineTuningDataset,
     FineTuningImportReport,
-    group,
-    load_examples,
-    pad_images,
-    pad_tokens,
     require_image,
     tokenize,
     write_examples,
@@ -388,7 +385,7 @@ def collate_vcr(
     sep_token_id: int = 102,
 ) -> dict[str, torch.Tensor]:
     """The VCR head's inputs from ``FineTuningDataset`` items, the choices second: ``input_ids``,
-    ``attention_mask``, ``token_type_ids`` (B, 4, T), the image inputs of ``tables.pad_images`` repeated per
+    ``attention_mask``, ``token_type_ids`` (B, 4, T), the image inputs of ``collate.pad_images`` repeated per
     choice, (B, 4, R, ...), and ``labels`` (B,) (-1 in the test split).
 
     Args:

@@ -46,23 +46,20 @@ from ernievil_ds.data import safe_pickle
 from ernievil_ds.data.prepare import describe_inputs, import_region_features
 from ernievil_ds.data.tokenization import load_tokenizer
 from ernievil_ds.errors import UserError, require_output_dir
+from ernievil_ds.finetuning.data.collate import pad_images, pad_tokens, truncate_tokens
+from ernievil_ds.finetuning.data.dataset import FineTuningDataset, load_examples
 from ernievil_ds.finetuning.data.tables import (
     ANSWERS_FILE,
-    FineTuningDataset,
     FineTuningImportReport,
     content_image_id,
     embedded_image,
     fields_of,
-    load_examples,
-    pad_images,
-    pad_tokens,
     parse_floats,
     parse_int,
     parse_ints,
     read_tsv_lines,
     require_image,
     tokenize,
-    truncate_tokens,
     write_examples,
     write_images,
     written_image_ids,
@@ -372,7 +369,7 @@ def collate_vqa(
 ) -> dict[str, torch.Tensor]:
     """The VQA head's inputs from ``FineTuningDataset`` examples: ``input_ids``, ``attention_mask``,
     ``token_type_ids`` (B, T) (``[CLS] question [SEP]`` cut to ``max_length``), the image inputs of
-    ``tables.pad_images``, and ``labels`` (B, num_answers), each answer's soft score."""
+    ``collate.pad_images``, and ``labels`` (B, num_answers), each answer's soft score."""
     tokens = pad_tokens([truncate_tokens(e["input_ids"], max_length) for e in examples], pad_token_id)
     labels = np.zeros((len(examples), num_answers), dtype=np.float32)
     for i, example in enumerate(examples):
