@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from ernievil_ds.finetuning.data import collate_refcoco, import_refcoco, load_refcoco
+from ernievil_ds.errors import UserError
+from ernievil_ds.finetuning.data import collate_refcoco, import_refcoco, load_refcoco, load_vqa
 from ernievil_ds.finetuning.modeling import ErnieVilForReferringExpressions
 from tests.finetuning.official_files import refcoco_row, regions, write_lines
 
@@ -32,6 +34,8 @@ def test_refcoco_tsv_imports_expressions_and_collates_targets(tmp_path, tokenize
     assert report.examples.first_malformed[2] == "refcoco+_train.tsv:5: 10 tab-separated fields, expected 9"
 
     dataset = load_refcoco(tmp_path / "out")
+    with pytest.raises(UserError, match="holds refcoco examples, not vqa examples"):
+        load_vqa(tmp_path / "out")
     rows = [dataset[0], dataset[1]]
     assert [r["expression_id"] for r in rows] == ["refcoco+_train.tsv:1", "refcoco+_train.tsv:2"]
     assert rows[0]["input_ids"] == tokenizer("man on the left")["input_ids"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from ernievil_ds.cli import main
 from ernievil_ds.finetuning.data import collate_vcr, import_vcr, load_vcr
 from ernievil_ds.finetuning.data.vcr import choice_tokens, converted_image_id, item_names
 from ernievil_ds.finetuning.modeling import ErnieVilForMultipleChoice
@@ -114,10 +115,23 @@ def test_vcr_import_merges_regions_names_persons_and_skips_bad_items(vcr_files, 
     assert dataset[1]["question"] == "Where is car ?"
 
 
-def test_vcr_collate_builds_both_tasks(vcr_files, tiny_config):
+def test_vcr_collate_builds_both_tasks(vcr_files, tiny_config, capsys):
     root, _, _, _ = vcr_files
-    import_vcr(
-        [root / "val.jsonl"], [root / "det.lmdb", root / "gt.lmdb"], root / "out", names=root / "names.csv"
+    args = [
+        "import-finetune",
+        "--task",
+        "vcr",
+        "--input",
+        str(root / "val.jsonl"),
+        "--output-dir",
+        str(root / "out"),
+    ]
+    args += ["--images", str(root / "det.lmdb"), str(root / "gt.lmdb")]
+    assert main(args) == 2
+    assert "--task vcr needs --names" in capsys.readouterr().err
+    assert main([*args, "--names", str(root / "names.csv")]) == 0
+    assert capsys.readouterr().out.startswith(
+        "6 records read, 2 imported, 4 skipped (first: val-2: image 1000007"
     )
     dataset = load_vcr(root / "out")
     items = [dataset[0], dataset[1]]
