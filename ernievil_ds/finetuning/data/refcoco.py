@@ -61,6 +61,8 @@ EXAMPLE_FEATURES = Features(
         "num_detected": Value("int32"),
     }
 )
+#: The official conf's maximum text length (``conf/refcoco_plus/model_conf_refcoco_plus``, ``MAX_LEN``).
+MAX_TEXT_LENGTH = 80
 TSV_FIELDS = (
     "text",
     "image_w",
@@ -178,13 +180,13 @@ def image_target_iou(target_box, width: int, height: int) -> float:
 
 
 def collate_refcoco(
-    examples: list[dict], max_length: int | None = None, pad_token_id: int = 0
+    examples: list[dict], max_length: int | None = MAX_TEXT_LENGTH, pad_token_id: int = 0
 ) -> dict[str, torch.Tensor]:
     """The RefCOCO+ head's inputs from ``FineTuningDataset`` examples: ``input_ids``, ``attention_mask``,
-    ``token_type_ids`` (B, T), the image inputs of ``collate.pad_images`` (R regions), ``labels`` (B, R + 1),
-    [IMG] first, the training targets (``losses.soft_iou_targets``: IoUs below 0.5 zeroed, as the official
-    reader zeroes them in training), and ``ious`` (B, R), the IoUs as given, for
-    ``metrics.referring_expression_correct``."""
+    ``token_type_ids`` (B, T) (cut to ``max_length``), the image inputs of ``collate.pad_images`` (R
+    regions), ``labels`` (B, R + 1), [IMG] first, the training targets (``losses.soft_iou_targets``: IoUs
+    below 0.5 zeroed, as the official reader zeroes them in training), and ``ious`` (B, R), the IoUs as
+    given, for ``metrics.referring_expression_correct``."""
     tokens = pad_tokens([truncate_tokens(e["input_ids"], max_length) for e in examples], pad_token_id)
     image_inputs = pad_images([e["image"] for e in examples])
     ious = torch.zeros(len(examples), image_inputs["region_mask"].shape[1] + 1)  # (B, R + 1)
