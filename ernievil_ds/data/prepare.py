@@ -76,7 +76,7 @@ class ImportReport:
         return text
 
 
-def _describe_inputs(paths: Iterable[Path]) -> list[list]:
+def describe_inputs(paths: Iterable[Path]) -> list[list]:
     """Input files with their sizes: a rerun on changed inputs must not resume the old shards."""
     return [[str(p.resolve()), p.stat().st_size if p.is_file() else None] for p in paths]
 
@@ -318,7 +318,7 @@ def import_captions(
     source = {
         "kind": "captions",
         "format": format,
-        "inputs": _describe_inputs(inputs + ([Path(urls)] if urls is not None else [])),
+        "inputs": describe_inputs(inputs + ([Path(urls)] if urls is not None else [])),
         "karpathy_splits": list(karpathy_splits) if format == "karpathy" else None,
         "image_id": image_id,
         "tokenizer": tokenizer,
@@ -416,7 +416,7 @@ def import_region_features(
     source = {
         "kind": "region_features",
         "format": format,
-        "inputs": _describe_inputs(paths),
+        "inputs": describe_inputs(paths),
         "cls_prob": with_cls,
     }
     decode = functools.partial(_decode_image, with_class_distribution=with_cls)

@@ -112,7 +112,7 @@ def _lmdb_keys(txn, path: Path) -> list | tuple:
     return keys
 
 
-def _lmdb_row(value: bytes, source: str) -> Mapping:
+def lmdb_row(value: bytes, source: str) -> Mapping:
     """One unpickled LMDB row, or an error record (a refused global, a corrupt pickle) for the report."""
     try:
         return _feature_dict(safe_pickle.loads(value, source=source), source)
@@ -120,19 +120,28 @@ def _lmdb_row(value: bytes, source: str) -> Mapping:
         return {"error": str(error)}
 
 
-def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
-    """Rows of ViLBERT-style LMDBs (either flavour), in the order of each one's pickled ``keys`` entry."""
+def open_feature_lmdb(path: Path):
+    """An LMDB (folder or file) opened read-only, without locks.
+
+    Raises:
+        FileNotFoundError: a missing path. UserError: a path that is not an LMDB.
+    """
     import lmdb
 
+    if not path.exists():
+        raise FileNotFoundError(f"LMDB {path} does not exist")
+    try:
+        return lmdb.open(
+            str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=path.is_dir()
+        )
+    except lmdb.Error as error:
+        raise UserError(f"{path} is not an LMDB ({error})") from error
+
+
+def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
+    """Rows of ViLBERT-style LMDBs (either flavour), in the order of each one's pickled ``keys`` entry."""
     for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"LMDB {path} does not exist")
-        try:
-            env = lmdb.open(
-                str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=path.is_dir()
-            )
-        except lmdb.Error as error:
-            raise UserError(f"{path} is not an LMDB ({error})") from error
+        env = open_feature_lmdb(path)
         try:
             with env.begin(write=False) as txn:
                 for key in _lmdb_keys(txn, path):
@@ -142,7 +151,7 @@ def read_feature_lmdb(paths: list[Path]) -> Iterator[tuple[str, Mapping]]:
                     if value is None:
                         yield record_id, {"error": "listed in 'keys' but absent"}
                         continue
-                    yield record_id, _lmdb_row(value, source=f"LMDB {path} record {record_id}")
+                    yield record_id, lmdb_row(value, source=f"LMDB {path} record {record_id}")
         finally:
             env.close()
 

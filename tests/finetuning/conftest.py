@@ -29,3 +29,11 @@ def saved_pretraining_model(pretraining_model, tmp_path):
         return model, tmp_path / "hf_model"
 
     return save
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The default offline BERT uncased tokenizer the importers use."""
+    from ernievil_ds.data import load_tokenizer
+
+    return load_tokenizer()
