@@ -35,7 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, default=None, help="saved model directory (e.g. a run's hf_model/)"
     )
     parser.add_argument("--preset", default=None, help="or a fresh model of this preset (no pretraining)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="task data (synth_qa generates its own)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="training split (ernievil-ds import-finetune); not synth_qa",
+    )
+    parser.add_argument("--eval-data-dir", type=Path, default=None, help="evaluation split; not synth_qa")
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=32, help="micro-batch per process")

@@ -39,7 +39,8 @@ class FinetuneSettings:
     output_dir: Path
     model: Path | None = None  # a saved model directory (a pretraining run's hf_model/)
     preset: str | None = None  # or a fresh model of this preset (no ERNIE-ViL pretraining)
-    data_dir: Path | None = None  # the official tasks' data (synth_qa generates its own)
+    data_dir: Path | None = None  # the official tasks' training split (synth_qa generates its own)
+    eval_data_dir: Path | None = None  # and their evaluation split
     steps: int = 300
     batch_size: int = 32
     learning_rate: float = 1e-4
@@ -169,8 +170,9 @@ class FinetuningRun:
             step_scheduler_with_optimizer=False,
         )
         set_seed(settings.seed)
-        model = self.task.build_model()
+        # The data first: a VQA task's answer vocabulary, which sizes the head, comes with it.
         train_loader, eval_loader = build_loaders(self.task, settings)
+        model = self.task.build_model()
         optimizer = build_optimizer(
             model,
             settings.learning_rate,

@@ -36,6 +36,8 @@ class FineTuningDataset(torch.utils.data.Dataset):
         example_image_ids = examples.data.table.column("image_id").to_pylist()
         rows = np.array([self.image_rows.get(i, -1) for i in example_image_ids], dtype=np.int64)
         self._example_rows = np.flatnonzero(rows >= 0)
+        #: (len(self),) the images-table row of each example's image.
+        self.example_image_rows = rows[self._example_rows]
         self.num_missing_images = len(rows) - len(self._example_rows)
         if self.num_missing_images:
             missing = [example_image_ids[i] for i in np.flatnonzero(rows < 0)[:MAX_REPORTED_IDS]]

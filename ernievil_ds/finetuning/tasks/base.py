@@ -9,8 +9,9 @@ everything else: the accelerator, the optimiser and schedule, checkpoints, loggi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import torch
 from transformers import AutoConfig
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Batch entries that the metrics read and the model does not take.
 METADATA_PREFIX = "meta_"
+
+T = TypeVar("T")
 
 
 class DownstreamTask(ABC):
@@ -52,6 +55,20 @@ class DownstreamTask(ABC):
             config.update(self.config_updates())
             return self.model_class.from_pretrained(settings.model, config=config)
         return self.model_class(ErnieVilConfig.from_preset(settings.preset, **self.config_updates()))
+
+    def splits(self, load: Callable[[Path], T]) -> tuple[T, T]:
+        """The training split of ``--data-dir`` and the evaluation split of ``--eval-data-dir``, each read
+        by ``load`` (an imported directory of ``ernievil-ds import-finetune``)."""
+        settings = self.settings
+        for flag, directory in (
+            ("--data-dir", settings.data_dir),
+            ("--eval-data-dir", settings.eval_data_dir),
+        ):
+            if directory is None:
+                raise UserError(
+                    f"task {settings.task!r} needs {flag}: a split imported with ernievil-ds import-finetune"
+                )
+        return load(settings.data_dir), load(settings.eval_data_dir)
 
     @abstractmethod
     def datasets(self) -> tuple[Sequence, Sequence]:

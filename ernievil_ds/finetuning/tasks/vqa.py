@@ -1,5 +1,5 @@
 """Visual question answering: the VQA head, its loss and the VQA soft accuracy, overall and per question
-type. ``synth_qa`` is this task on questions generated from SynthScenes."""
+type. ``vqa`` reads imported VQA splits; ``synth_qa`` asks questions generated from SynthScenes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ernievil_ds.errors import UserError
+from ernievil_ds.finetuning.data import collate_vqa, load_vqa
 from ernievil_ds.finetuning.metrics import vqa_soft_accuracy
 from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, sample_examples
@@ -45,6 +47,24 @@ class VisualQuestionAnsweringTask(DownstreamTask):
         return summary
 
 
+class OfficialVqaTask(VisualQuestionAnsweringTask):
+    """``vqa``: imported VQA splits (the official TSV or VQA v2 JSON); both splits must share one answer
+    vocabulary, the training split's ``answers.json``."""
+
+    def datasets(self) -> tuple[Sequence, Sequence]:
+        (train, answers), (evaluation, eval_answers) = self.splits(load_vqa)
+        if eval_answers != answers:
+            raise UserError(
+                f"--eval-data-dir {self.settings.eval_data_dir} has another answer vocabulary than --data-dir "
+                f"{self.settings.data_dir}: import it with --answers {self.settings.data_dir}/answers.json"
+            )
+        self.answers = tuple(answers)
+        return train, evaluation
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return collate_vqa(examples, len(self.answers))
+
+
 class SynthQaTask(VisualQuestionAnsweringTask):
     """``synth_qa``: questions about SynthScenes, generated in memory (``ernievil_ds.finetuning.synth_qa``);
     the training and evaluation scenes come from different seeds."""
@@ -65,4 +85,4 @@ class SynthQaTask(VisualQuestionAnsweringTask):
         return collate_questions(examples)
 
 
-__all__ = ["SynthQaTask", "VisualQuestionAnsweringTask"]
+__all__ = ["OfficialVqaTask", "SynthQaTask", "VisualQuestionAnsweringTask"]
