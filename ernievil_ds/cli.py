@@ -18,6 +18,7 @@ from ernievil_ds.errors import DEBUG_ENV, DEBUG_FLAG, run_command
 _COMMAND_MODULES = (
     "ernievil_ds.commands",
     "ernievil_ds.convert.commands",
+    "ernievil_ds.hub.commands",
     "ernievil_ds.scene_graph.commands",
     "ernievil_ds.training.commands",
 )
