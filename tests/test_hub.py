@@ -5,6 +5,7 @@ token that must never show in any output."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
 import json
 import logging
@@ -53,17 +54,20 @@ CLOZE = {
 
 class FakeHub:
     """The Hub's endpoints that ``create_repo``, ``create_branch`` and ``create_commit`` call, in this
-    process: every file is declared a regular (inline) upload, so a commit carries the files' bytes, which
-    land in ``root/<repo id>/<revision>/``. ``status`` makes every request fail with that status and
-    ``body``."""
+    process. As on the Hub, safetensors files are declared LFS uploads: they come through the LFS batch
+    endpoint and a PUT (basic transfer; Xet storage is switched off), and the fake checks their sha256;
+    the others come inline in the commit. Committed files land in ``root/<repo id>/<revision>/``.
+    ``status`` makes every request fail with that status and ``body``."""
 
     def __init__(self, root: Path, status: int | None = None, body: str = "") -> None:
         self.root, self.status, self.body = root, status, body
         self.requests: list[httpx2.Request] = []
         self.created: list[dict] = []
         self.commits: list[dict] = []
+        self.lfs: dict[str, bytes] = {}  # sha256 -> content
 
     def handle(self, request: httpx2.Request) -> httpx2.Response:
+        request.read()
         self.requests.append(request)
         if self.status is not None:
             return httpx2.Response(self.status, text=self.body)
@@ -73,27 +77,59 @@ class FakeHub:
             self.created.append(created)
             url = f"https://huggingface.co/{created['organization']}/{created['name']}"
             return httpx2.Response(200, json={"url": url})
-        if match := re.fullmatch(r"/api/models/(.+)/preupload/(.+)", path):
-            files = json.loads(request.content)["files"]
-            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
-            return httpx2.Response(200, json={"files": modes})
+        if re.fullmatch(r"/api/models/(.+)/preupload/(.+)", path):
+            return self.preupload(json.loads(request.content)["files"])
         if path == "/api/validate-yaml":  # create_commit checks a README's metadata first
             front_matter(json.loads(request.content)["content"])
             return httpx2.Response(200, json={"warnings": []})
         if re.fullmatch(r"/api/models/(.+)/branch/(.+)", path):
             return httpx2.Response(200, json={})
+        if re.fullmatch(r"/(.+)\.git/info/lfs/objects/batch", path):
+            return self.lfs_batch(json.loads(request.content)["objects"])
+        if match := re.fullmatch(r"/lfs-storage/([0-9a-f]{64})", path):
+            assert hashlib.sha256(request.content).hexdigest() == match.group(1)
+            self.lfs[match.group(1)] = request.content
+            return httpx2.Response(200)
         if match := re.fullmatch(r"/api/models/(.+)/commit/(.+)", path):
             return self.commit(*match.groups(), request.content)
         return httpx2.Response(404, json={"error": f"the fake Hub has no {request.method} {path}"})
+
+    def preupload(self, files: list[dict]) -> httpx2.Response:
+        modes = [
+            {
+                "path": f["path"],
+                "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
+                "shouldIgnore": False,
+            }
+            for f in files
+        ]
+        return httpx2.Response(200, json={"files": modes})
+
+    def lfs_batch(self, objects: list[dict]) -> httpx2.Response:
+        answer = [
+            {
+                "oid": o["oid"],
+                "size": o["size"],
+                "actions": {"upload": {"href": f"https://huggingface.co/lfs-storage/{o['oid']}"}},
+            }
+            for o in objects
+        ]
+        return httpx2.Response(200, json={"transfer": "basic", "objects": answer})
 
     def commit(self, repo_id: str, revision: str, content: bytes) -> httpx2.Response:
         lines = [json.loads(line) for line in content.splitlines()]
         folder = self.root / repo_id / revision
         for line in lines[1:]:
-            assert line["key"] == "file" and line["value"]["encoding"] == "base64", line["key"]
-            target = folder / line["value"]["path"]
+            value = line["value"]
+            if line["key"] == "lfsFile":
+                data = self.lfs[value["oid"]]
+                assert len(data) == value["size"], value["path"]
+            else:
+                assert line["key"] == "file" and value["encoding"] == "base64", line["key"]
+                data = base64.b64decode(value["content"])
+            target = folder / value["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(base64.b64decode(line["value"]["content"]))
+            target.write_bytes(data)
         self.commits.append({"repo_id": repo_id, "revision": revision, **lines[0]["value"]})
         url = f"https://huggingface.co/{repo_id}/commit/{'a' * 40}"
         return httpx2.Response(200, json={"commitUrl": url, "commitOid": "a" * 40, "pullRequestUrl": None})
@@ -115,8 +151,10 @@ def no_token(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def install_hub(tmp_path):
-    """Install a ``FakeHub`` (or a handler) as huggingface_hub's HTTP transport; the default after the test."""
+def install_hub(tmp_path, monkeypatch):
+    """Install a ``FakeHub`` (or a handler) as huggingface_hub's HTTP transport; the default after the test.
+    Xet storage, whose client does its own networking, is switched off."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
 
     def install(hub=None, **options):
         hub = hub or FakeHub(tmp_path / "hub", **options)
@@ -301,13 +339,12 @@ def test_push_commits_the_files_and_the_card_and_the_result_loads_in_a_fresh_pro
     assert hub.commits[0]["summary"] == "first" and hub.commits[0]["revision"] == "v1"
     files = pushed_files(hub, "someone/tiny", "v1")
     assert sorted(files) == sorted([*PUBLISHED, "README.md"])
+    assert list(hub.lfs.values()) == [files["model.safetensors"]]  # through the LFS transfer
     for name in PUBLISHED:
         assert files[name] == (run_dir / "hf_model" / name).read_bytes(), name
     assert model_index_metrics(front_matter(files["README.md"].decode()))["relation top-5 accuracy"] == 0.75
-    writes = [
-        r for r in hub.requests if r.method == "POST" and r.url.path.startswith(("/api/repos", "/api/models"))
-    ]
-    assert len(writes) == 4 and all(r.headers["authorization"] == f"Bearer {hub_token}" for r in writes)
+    posts = [r for r in hub.requests if r.method == "POST"]  # repo, branch, card, preupload, LFS, commit
+    assert len(posts) == 6 and all(r.headers["authorization"] == f"Bearer {hub_token}" for r in posts)
     out = capsys.readouterr()
     assert "Pushed to https://huggingface.co/someone/tiny/commit/" in out.out
     assert hub_token not in out.out + out.err + caplog.text
