@@ -143,7 +143,7 @@ def training_section(run: RunRecord | None) -> str:
         [
             "## Training data",
             "",
-            f"{run.kind.capitalize()} on {run.data}.",
+            f"{run.kind.capitalize()} data: {run.data}.",
             "",
             "## Training",
             "",

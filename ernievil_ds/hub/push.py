@@ -20,7 +20,7 @@ from huggingface_hub.utils import validate_repo_id
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.hub.card import build_model_card
-from ernievil_ds.hub.files import CARD_FILE, ModelFiles, collect_model_files
+from ernievil_ds.hub.files import CARD_FILE, TOKENIZER_FILES, ModelFiles, collect_model_files
 from ernievil_ds.hub.runs import RunRecord, locate_model, read_run
 
 logger = get_logger(__name__)
@@ -48,6 +48,10 @@ class Upload:
         lines = [f"Files for {self.repo_id} (from {self.files.model_dir}):"]
         lines += [f"  {name:<{width}}  {size:>15,} bytes" for name, size in sizes.items()]
         lines.append(f"  {'total':<{width}}  {sum(sizes.values()):>15,} bytes")
+        if not any(name in TOKENIZER_FILES for name in sizes):
+            lines.append(
+                f"No tokenizer files in {self.files.model_dir}: save the tokenizer it was trained with there to publish it too"
+            )
         if self.files.left_out:
             lines.append("Left out:")
             lines += [f"  {name}: {reason}" for name, reason in self.files.left_out]

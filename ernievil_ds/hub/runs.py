@@ -200,8 +200,14 @@ def finetuning_evaluation(record: dict, task: str, dataset: tuple[str, str]) -> 
     )
     rows = [f"| {metric.name} | {metric.value:.4f} |" for metric in metrics]
     table = "\n".join([f"| metric (step {record.get('step')}) | value |", "| --- | ---: |", *rows])
-    task_type = "visual-question-answering" if task in ("vqa", "synth_qa") else task
-    return Evaluation(task_type, task, *dataset, "eval", metrics, table)
+    if task in ("vqa", "synth_qa"):
+        task_type, task_name = (
+            "visual-question-answering",
+            f"Visual question answering ({task}), VQA soft accuracy",
+        )
+    else:
+        task_type = task_name = task
+    return Evaluation(task_type, task_name, *dataset, "eval", metrics, table)
 
 
 def finetuning_record(run_dir: Path) -> RunRecord:
@@ -224,8 +230,8 @@ def finetuning_record(run_dir: Path) -> RunRecord:
     if synthetic:
         dataset = SYNTHSCENES
         data = (
-            f"visual questions (colour, relation, yes/no, count) on {dataset[1]}: "
-            f"{settings['train_images']} training and {settings['eval_images']} evaluation scenes"
+            f"questions (colour, relation, yes/no, count) on {settings['train_images']} training and "
+            f"{settings['eval_images']} evaluation scenes of {dataset[1]}"
         )
     else:
         name = Path(settings.get("data_dir") or task).name
