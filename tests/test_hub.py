@@ -411,6 +411,27 @@ def test_pretraining_checks_the_push_before_training(tmp_path, no_token):
         PretrainingRun.prepare(parse_pretrain_arguments([*base, "--push-to-hub", "a/b", "--no-export"]))
 
 
+def test_pretraining_pushes_the_run_after_the_export(saved_run, hub_token, install_hub):
+    run_dir, _, args = saved_run
+    hub = install_hub()
+    args.export = args.cloze = False  # hf_model/ is there already; the export has its own tests
+    args.hub_revision = "final"
+    PretrainingRun(args, {}, None, None, run_dir, 1, None).finish("cpu")
+    files = pushed_files(hub, "a/b", "final")
+    assert sorted(files) == sorted([*PUBLISHED, "README.md"])
+    assert "deepspeed launchers/pretrain.py" in files["README.md"].decode()
+
+
+def test_a_push_failing_after_training_says_how_to_push_later(saved_run, hub_token, install_hub):
+    run_dir, _, args = saved_run
+    install_hub(status=401)
+    args.export = args.cloze = False
+    with pytest.raises(
+        UserError, match=r"401 Unauthorized.*the model is saved: push it with `ernievil-ds push-to-hub"
+    ):
+        PretrainingRun(args, {}, None, None, run_dir, 1, None).finish("cpu")
+
+
 def load_finetune_launcher():
     spec = importlib.util.spec_from_file_location("finetune_launcher", REPO / "launchers" / "finetune.py")
     module = importlib.util.module_from_spec(spec)

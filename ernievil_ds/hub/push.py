@@ -50,7 +50,8 @@ class Upload:
         lines.append(f"  {'total':<{width}}  {sum(sizes.values()):>15,} bytes")
         if not any(name in TOKENIZER_FILES for name in sizes):
             lines.append(
-                f"No tokenizer files in {self.files.model_dir}: save the tokenizer it was trained with there to publish it too"
+                f"No tokenizer files in {self.files.model_dir}: save the tokenizer it was trained with there "
+                "to publish it too"
             )
         if self.files.left_out:
             lines.append("Left out:")
