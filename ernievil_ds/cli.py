@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "ernievil_ds.commands",
     "ernievil_ds.convert.commands",
     "ernievil_ds.finetuning.data.commands",
+    "ernievil_ds.hub.commands",
     "ernievil_ds.scene_graph.commands",
     "ernievil_ds.training.commands",
 )

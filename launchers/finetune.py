@@ -5,7 +5,8 @@
 
 Writes DIR/metrics.jsonl (loss and learning rate per logged step), DIR/eval.jsonl (accuracies),
 TensorBoard logs, accelerate checkpoints under DIR/checkpoints/ (``--resume`` continues from the last)
-and the fine-tuned model under DIR/hf_model/. An error in the input ends with one line on stderr and exit
+and the fine-tuned model under DIR/hf_model/; --push-to-hub NAME then publishes it (with its tokenizer and
+a model card) on the Hugging Face Hub. An error in the input ends with one line on stderr and exit
 status 2; --debug (or ERNIEVIL_DS_DEBUG=1) shows its traceback.
 """
 
@@ -18,6 +19,10 @@ from pathlib import Path
 from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import require_output_dir, run_command
 from ernievil_ds.finetuning.loop import TASKS, FinetuneSettings, finetune
+from ernievil_ds.hub.files import TOKENIZER_FILES
+from ernievil_ds.hub.push import check_push_ready, push_after_training
+
+HUB_FLAGS = ("push_to_hub", "hub_private", "hub_revision")
 
 
 def decay_steps_argument(text: str) -> tuple[int, ...]:
@@ -64,16 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, default=200, help="synth_qa scenes to evaluate on")
     parser.add_argument("--zero-image-features", action="store_true", help="question-only baseline")
     parser.add_argument("--tokenizer", default=None, help="tokenizer path (default: offline BERT uncased)")
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--push-to-hub", metavar="NAME", help="publish hf_model/ as the Hub repository NAME at the end"
+    )
+    hub.add_argument("--hub-private", action="store_true", help="create that repository private")
+    hub.add_argument("--hub-revision", metavar="BRANCH", help="commit to BRANCH (default: main)")
     return parser
+
+
+def add_tokenizer(model_dir: Path, tokenizer: str | None) -> None:
+    """Save the tokenizer fine-tuning read beside the model, which needs it, unless one is there already."""
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        from ernievil_ds.data import load_tokenizer
+
+        load_tokenizer(tokenizer).save_pretrained(model_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
+    hub = {name: vars(args).pop(name) for name in HUB_FLAGS}
+    if hub["push_to_hub"]:  # on every process, so that all stop together before training
+        check_push_ready(hub["push_to_hub"])
     settings = FinetuneSettings(**{**vars(args), "output_dir": require_output_dir(args.output_dir)})
     result = finetune(settings)
     if dist_info().is_main:
         print(" ".join(f"{name}={value:.4f}" for name, value in result.items()))
+        if hub["push_to_hub"]:
+            add_tokenizer(settings.output_dir / "hf_model", settings.tokenizer)
+            push_after_training(
+                settings.output_dir,
+                hub["push_to_hub"],
+                private=hub["hub_private"],
+                revision=hub["hub_revision"],
+            )
     return 0
 
 

@@ -3,6 +3,14 @@ batch in the collator's format, and the model built from a config."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForPreTraining
@@ -113,3 +121,40 @@ def pretraining_model():
         return AutoModelForPreTraining.from_config(config)
 
     return build
+
+
+def assert_loads_in_fresh_process(path: Path, model, batch: dict[str, torch.Tensor]) -> None:
+    """A new Python, with no network, loads the model saved in ``path`` through the Auto classes (after
+    ``import ernievil_ds``): ``AutoModel`` gives the encoder of ``model``, whose pooled output on ``batch``
+    equals ``model``'s exactly, and ``AutoModelForPreTraining`` gives ``model``'s class."""
+    keys = ("input_ids", "attention_mask", "region_features", "region_boxes", "image_sizes")
+    with torch.no_grad():
+        expected = model.eval().ernievil(**{k: batch[k] for k in keys}).pooled_output
+    scratch = Path(tempfile.mkdtemp())  # beside, not inside, the model folder
+    torch.save({k: batch[k] for k in keys}, scratch / "batch.pt")
+    torch.save(expected, scratch / "expected.pt")
+    script = textwrap.dedent(
+        f"""
+        import torch
+        import ernievil_ds  # registers the Auto classes
+        from transformers import AutoModel, AutoModelForPreTraining
+        path, scratch = {str(path)!r}, {str(scratch)!r}
+        batch = torch.load(scratch + "/batch.pt", weights_only=True)
+        model = AutoModel.from_pretrained(path).eval()
+        assert type(model).__name__ == {type(model.ernievil).__name__!r}, type(model)
+        with torch.no_grad():
+            pooled = model(**batch).pooled_output
+        assert torch.equal(pooled, torch.load(scratch + "/expected.pt", weights_only=True))
+        full = AutoModelForPreTraining.from_pretrained(path)
+        assert type(full).__name__ == {type(model).__name__!r}, type(full)
+        print("OK")
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
+    finally:
+        shutil.rmtree(scratch)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

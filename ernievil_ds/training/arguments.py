@@ -165,6 +165,15 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     run.add_argument(
         "--cloze", action=argparse.BooleanOptionalAction, default=True, help="the cloze evaluation at the end"
     )
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--push-to-hub",
+        metavar="NAME",
+        help="publish the export (hf_model/, with a model card) as the Hub repository NAME at the end; "
+        "the token comes from HF_TOKEN or `hf auth login`",
+    )
+    hub.add_argument("--hub-private", action="store_true", help="create that repository private")
+    hub.add_argument("--hub-revision", metavar="BRANCH", help="commit to BRANCH (default: main)")
     return parser
 
 

@@ -234,6 +234,18 @@ def engine_dtype(engine) -> torch.dtype:
     return torch.float32
 
 
+def check_hub_arguments(args: argparse.Namespace) -> None:
+    """With ``--push-to-hub``: an export to push, a valid repository name and a token, checked before
+    training rather than at its end."""
+    if args.push_to_hub is None:
+        return
+    if not args.export:
+        raise UserError("--push-to-hub publishes the export at the end: drop --no-export")
+    from ernievil_ds.hub.push import check_push_ready
+
+    check_push_ready(args.push_to_hub)
+
+
 def write_resolved_arguments(args: argparse.Namespace, model_config: ErnieVilConfig) -> None:
     """``args.json``: every flag's value after the recipe and the command line, and the model's config."""
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
@@ -273,6 +285,7 @@ class PretrainingRun:
         info = dist_info()
         if args.max_steps < 1:
             raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+        check_hub_arguments(args)
         ds_config = fit_schedule_to_steps(load_ds_config(args.deepspeed_config), args.max_steps)
         _, micro_batch_size, _ = resolve_batch_sizes(ds_config, info.world_size)
         tokenizer = load_tokenizer(args.tokenizer)
@@ -477,7 +490,8 @@ class PretrainingRun:
         return {f"eval_{name}": value for name, value in averager.compute().items()}
 
     def finish(self, device: torch.device) -> None:
-        """Export the last checkpoint to ``hf_model/`` and print the cloze table (rank 0, on ``device``)."""
+        """Export the last checkpoint to ``hf_model/``, print the cloze table and, with ``--push-to-hub``,
+        publish the export (rank 0, on ``device``)."""
         if self.args.export and dist_info().is_main:
             from ernievil_ds.training.export import export_checkpoint
 
@@ -489,3 +503,14 @@ class PretrainingRun:
                 (self.args.output_dir / "cloze.json").write_text(json.dumps(results, indent=2))
                 print(format_cloze_table(results), flush=True)
         barrier()
+        if (
+            self.args.push_to_hub is not None and dist_info().is_main
+        ):  # after the barrier: no rank waits on it
+            from ernievil_ds.hub.push import push_after_training
+
+            push_after_training(
+                self.args.output_dir,
+                self.args.push_to_hub,
+                private=self.args.hub_private,
+                revision=self.args.hub_revision,
+            )
