@@ -19,7 +19,6 @@ from pathlib import Path
 from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import require_output_dir, run_command
 from ernievil_ds.finetuning.loop import TASKS, FinetuneSettings, finetune
-from ernievil_ds.hub.files import TOKENIZER_FILES
 from ernievil_ds.hub.push import check_push_ready, push_after_training
 
 HUB_FLAGS = ("push_to_hub", "hub_private", "hub_revision")
@@ -78,14 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_tokenizer(model_dir: Path, tokenizer: str | None) -> None:
-    """Save the tokenizer fine-tuning read beside the model, which needs it, unless one is there already."""
-    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
-        from ernievil_ds.data import load_tokenizer
-
-        load_tokenizer(tokenizer).save_pretrained(model_dir)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
@@ -97,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     if dist_info().is_main:
         print(" ".join(f"{name}={value:.4f}" for name, value in result.items()))
         if hub["push_to_hub"]:
-            add_tokenizer(settings.output_dir / "hf_model", settings.tokenizer)
             push_after_training(
                 settings.output_dir,
                 hub["push_to_hub"],

@@ -280,9 +280,14 @@ class FinetuningRun:
         return result
 
     def save_model(self) -> None:
-        """The fine-tuned model as ``hf_model/`` (config.json + model.safetensors), from the main process."""
+        """The fine-tuned model as ``hf_model/`` (config.json, model.safetensors and the tokenizer files of
+        ``--tokenizer``, which the model's inputs were built with), from the main process."""
+        from ernievil_ds.data import load_tokenizer
+
         if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).save_pretrained(self.settings.output_dir / "hf_model")
+            model_dir = self.settings.output_dir / "hf_model"
+            self.accelerator.unwrap_model(self.model).save_pretrained(model_dir)
+            load_tokenizer(self.settings.tokenizer).save_pretrained(model_dir)
         self.accelerator.wait_for_everyone()
 
     def close(self) -> None:

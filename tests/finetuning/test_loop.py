@@ -57,6 +57,7 @@ def test_a_run_writes_metrics_checkpoints_and_a_loadable_model(tmp_path):
     assert read_metrics(tmp_path / "eval.jsonl")[-1] == {"step": 12, **result}
     assert set(result) == {"eval_accuracy", *(f"eval_accuracy_{kind}" for kind in QUESTION_TYPES)}
     assert (tmp_path / "checkpoints" / "step_00000012" / "trainer_state.json").is_file()
+    assert (tmp_path / "hf_model" / "tokenizer_config.json").is_file()  # the inputs' tokenizer, beside it
     model = ErnieVilForVisualQuestionAnswering.from_pretrained(tmp_path / "hf_model")
     assert model.config.id2label == dict(enumerate(ANSWERS))
 
@@ -83,7 +84,7 @@ def test_resume_continues_exactly(tmp_path, first_steps):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"task": "vqa"}, "no importer"),
+        ({"task": "vqa"}, "needs --data-dir"),
         ({"steps": 0}, "--steps must be at least 1"),
         ({"learning_rate": float("nan")}, "--learning-rate must be a positive number"),
         ({"train_images": 1, "batch_size": 8}, "examples make no batch of 8"),  # at most 4 questions a scene
