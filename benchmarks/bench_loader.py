@@ -7,10 +7,11 @@
 
 Memory-mapped pairs + images, SGP masking on, batch 64. Each data set is read twice per worker count,
 interleaved: by the collator as it is (region features and class distributions float16, as stored) and
-with both widened to float32 after collation, as the loader did before (the widening then happened in the
-same pass as the copy, so that row slightly overstates its cost). Torch runs one thread per process, as
-in a DataLoader worker; batches are pinned when CUDA is available, as in training. GB/s counts the bytes
-of region features and region class (or feature) targets that reach the training process.
+with both widened to float32 after collation: the baseline of casting on the host (a collator that widens
+while it copies saves one pass, so that row slightly overstates its cost). Torch runs one thread per
+process, as in a DataLoader worker; batches are pinned when CUDA is available, as in training. GB/s
+counts the bytes of region features and region class (or feature) targets that reach the training
+process.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def detector_sized_copy(synth_dir: Path, boxes_per_image: int) -> Path:
 
 
 class WideningCollator:
-    """The former loader: the collator's batch with region features and targets widened to float32."""
+    """The float32 baseline: the collator's batch with region features and targets widened on the host."""
 
     def __init__(self, collator: SGPCollator) -> None:
         self.collator = collator
