@@ -218,6 +218,21 @@ def add_grounding_targets(collator: SGPCollator, config: ErnieVilConfig, data_di
     collator.set_region_class_names(names)
 
 
+def check_padding_fits(multiple: int, max_text_len: int, config: ErnieVilConfig) -> None:
+    """Refuse a ``--pad-to-multiple-of`` that pads captions past the model's position embeddings.
+
+    Raises:
+        UserError: naming the padded length and the model's limit.
+    """
+    padded = -(-max_text_len // multiple) * multiple
+    if padded > config.max_position_embeddings:
+        raise UserError(
+            f"--pad-to-multiple-of {multiple} pads captions of up to {max_text_len} tokens to {padded}, more "
+            f"than the model's {config.max_position_embeddings} positions: choose a multiple of at most "
+            f"{config.max_position_embeddings}"
+        )
+
+
 def engine_dtype(engine) -> torch.dtype:
     if engine.fp16_enabled():
         return torch.float16
@@ -280,6 +295,7 @@ class PretrainingRun:
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)
         add_grounding_targets(collator, model.config, data_dir)
+        check_padding_fits(args.pad_to_multiple_of, collator.max_text_len, model.config)
         if args.resume:
             check_resumable(args.output_dir / "checkpoints")
         run = cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)

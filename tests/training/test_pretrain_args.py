@@ -263,3 +263,11 @@ def test_pad_to_multiple_of_reaches_the_training_and_evaluation_batches(tmp_path
     run = PretrainingRun.prepare(args)
     for batch in (next(iter(run.train_loader[0])), next(iter(run.eval_loader))):
         assert batch["input_ids"].shape[1] % 16 == 0 and batch["region_mask"].shape[1] % 16 == 0
+
+
+def test_pad_to_multiple_of_past_the_position_embeddings_is_refused(tmp_path, small_data_dir):
+    args = cpu_run(
+        tmp_path, "--preset", "tiny", "--data-dir", str(small_data_dir), "--pad-to-multiple-of", "96"
+    )
+    with pytest.raises(UserError, match="pads captions of up to 40 tokens to 96, more than the model's 64"):
+        PretrainingRun.prepare(args)
