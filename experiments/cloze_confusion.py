@@ -24,6 +24,7 @@ from transformers import AutoModelForPreTraining
 
 from ernievil_ds.data import collate_cloze, default_synth_dir, load_pretraining_split, load_tokenizer
 from ernievil_ds.data.synth import COLOURS, MATERIALS, RELATIONS, SIZES
+from ernievil_ds.data.transfer import batch_to_device
 from ernievil_ds.tasks import NODE_TYPE_IDS
 
 BATCH_SIZE = 128
@@ -60,6 +61,7 @@ def cloze_confusion(model, tokenizer, dataset, node_type: str) -> tuple[np.ndarr
     for start in range(0, len(nodes), BATCH_SIZE):
         chunk = nodes[start : start + BATCH_SIZE]
         batch, targets = collate_cloze([dataset[i] for i, _ in chunk], [k for _, k in chunk], tokenizer)
+        batch = batch_to_device(batch, model.device, model.dtype)
         predicted = model(**batch).masked_token_logits.argmax(-1).tolist()  # one WordPiece per node
         for target, token_id in zip(targets, predicted):
             gold_id = tokenizer.convert_tokens_to_ids(target["text"])

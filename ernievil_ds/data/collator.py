@@ -24,7 +24,6 @@ whichever DataLoader worker builds it.
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from collections.abc import Mapping
 
@@ -57,38 +56,37 @@ def _pad_text(token_ids: list[np.ndarray], max_len: int | None, pad_id: int) -> 
 def _pack_regions(images: list[dict], max_regions: int | None) -> dict[str, torch.Tensor | None]:
     """Pad the images' regions to the batch's largest count (at most ``max_regions``, [IMG] not counted).
 
-    Returns ``region_features`` (batch_size, num_regions, 2048) float32, ``region_boxes``
+    Returns ``region_features`` (batch_size, num_regions, 2048) float16, ``region_boxes``
     (batch_size, num_regions, 4), ``region_mask`` (batch_size, num_regions), ``image_sizes``
-    (batch_size, 2) as (width, height), and ``cls_prob`` (batch_size, num_regions, 1601) float32 when every
-    image has a class distribution (else ``None``).
+    (batch_size, 2) as (width, height), and ``cls_prob`` (batch_size, num_regions, 1601) float16 when every
+    image has a class distribution (else ``None``). Features and class distributions keep the float16 they
+    are stored in: widening them is left to the device the batch goes to (``batch_to_device``), which halves
+    what the loader copies, pins and sends.
     """
     counts = [
         len(image["boxes"]) if max_regions is None else min(len(image["boxes"]), max_regions)
         for image in images
     ]
     batch_size, num_regions = len(images), max(max(counts), 1)
-    features = torch.zeros(batch_size, num_regions, FEATURE_DIM)
+    features = np.zeros((batch_size, num_regions, FEATURE_DIM), dtype=np.float16)
     boxes = np.zeros((batch_size, num_regions, 4), dtype=np.float32)
     region_mask = np.zeros((batch_size, num_regions), dtype=np.int64)
     with_cls = all(image["cls_prob"] is not None for image in images)
-    cls_prob = torch.zeros(batch_size, num_regions, images[0]["cls_prob"].shape[1]) if with_cls else None
-    # torch widens float16 in the same pass as the copy, several times faster than numpy; it warns that the
-    # memory-mapped arrays are read-only, which does not matter for a copy.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        for i, (image, n) in enumerate(zip(images, counts)):
-            features[i, :n] = torch.from_numpy(image["features"][:n])
-            boxes[i, :n] = image["boxes"][:n]
-            region_mask[i, :n] = 1
-            if with_cls:
-                cls_prob[i, :n] = torch.from_numpy(image["cls_prob"][:n])
+    num_classes = images[0]["cls_prob"].shape[1] if with_cls else 0
+    cls_prob = np.zeros((batch_size, num_regions, num_classes), dtype=np.float16) if with_cls else None
+    for i, (image, n) in enumerate(zip(images, counts)):
+        features[i, :n] = image["features"][:n]
+        boxes[i, :n] = image["boxes"][:n]
+        region_mask[i, :n] = 1
+        if with_cls:
+            cls_prob[i, :n] = image["cls_prob"][:n]
     sizes = np.array([[image["width"], image["height"]] for image in images], dtype=np.float32)  # (B, 2)
     return {
-        "region_features": features,
+        "region_features": torch.from_numpy(features),
         "region_boxes": torch.from_numpy(boxes),
         "region_mask": torch.from_numpy(region_mask),
         "image_sizes": torch.from_numpy(sizes),
-        "cls_prob": cls_prob,
+        "cls_prob": torch.from_numpy(cls_prob) if with_cls else None,
     }
 
 
@@ -112,6 +110,45 @@ def _to_batch(
     key = "region_class_targets" if regions["cls_prob"] is not None else "region_feature_targets"
     batch[key] = region_targets
     return batch
+
+
+#: The value a padded position takes in each batch key with a text (T) or region (R) axis, by axis.
+_TEXT_PADDING = {"attention_mask": 0, "token_type_ids": 0, "labels": IGNORE_INDEX, "task_ids": IGNORE_INDEX}
+_REGION_PADDING = {
+    "region_features": 0,
+    "region_boxes": 0,
+    "region_mask": 0,
+    "masked_regions": False,
+    "region_class_targets": 0,
+    "region_feature_targets": 0,
+    "region_word_targets": IGNORE_INDEX,
+}
+
+
+def pad_to_multiple(batch: dict[str, torch.Tensor], multiple: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad the text axis (T) and the region axis (R) of a collated batch to multiples of ``multiple``.
+
+    Padded tokens are [PAD] outside the attention mask and padded regions lie outside ``region_mask``, with
+    no target either, so they change no loss; fixed shapes let CUDA graphs and ``torch.compile`` reuse one
+    capture. Right padding keeps every text position, so ``region_word_targets`` stay valid.
+
+    Returns:
+        the batch with T and R rounded up (the [IMG] the model adds is not counted in R).
+    """
+    if multiple == 1:
+        return batch
+    fills = {"input_ids": pad_id, **_TEXT_PADDING}
+    num_tokens, num_regions = batch["input_ids"].shape[1], batch["region_mask"].shape[1]
+    extra_tokens, extra_regions = -num_tokens % multiple, -num_regions % multiple
+    padded = dict(batch)
+    for key, value in batch.items():
+        if key in fills and extra_tokens:
+            padded[key] = torch.nn.functional.pad(value, (0, extra_tokens), value=fills[key])
+        elif key in _REGION_PADDING and extra_regions:
+            # (B, R) keys pad their last axis; (B, R, D) keys pad the one before it.
+            widths = (0, extra_regions) if value.dim() == 2 else (0, 0, 0, extra_regions)
+            padded[key] = torch.nn.functional.pad(value, widths, value=_REGION_PADDING[key])
+    return padded
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -202,10 +239,14 @@ class SGPCollator:
     (batch_size, num_tokens), -100 where nothing is predicted; ``itm_labels`` (batch_size,) 1 matched, 0 not;
     with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (see ``region_word_targets``).
 
+    Region features and class targets are float16, as stored (see ``_pack_regions``).
+
     Args:
         region_class_names: the detector's name of every class (``load_detector_class_names``; "" for a
             class without one; synonyms separated by commas, as in bottom-up attention's objects_vocab.txt).
             The data must then have class distributions.
+        pad_to_multiple_of: pad T and R to multiples of this (``pad_to_multiple``); 1 pads to the batch's
+            longest only.
     """
 
     def __init__(
@@ -222,6 +263,7 @@ class SGPCollator:
         max_text_len: int = 40,
         max_regions: int = 100,
         region_class_names: list[str] | None = None,
+        pad_to_multiple_of: int = 1,
     ) -> None:
         self.node_mask_rates = node_mask_rates(node_mask_prob)  # (4,) by task id
         for name, value in (
@@ -235,6 +277,9 @@ class SGPCollator:
             raise ValueError(f"max_text_len must leave room for [CLS], a token and [SEP], got {max_text_len}")
         if max_regions < 1:
             raise ValueError(f"max_regions must be >= 1, got {max_regions}")
+        if pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.sgp, self.seed, self.epoch = sgp, seed, 0
         self.token_mask_prob = token_mask_prob
         self.region_mask_prob, self.region_zero_prob = region_mask_prob, region_zero_prob
@@ -377,7 +422,7 @@ class SGPCollator:
                     self.class_words,
                 )
             )
-        return batch
+        return pad_to_multiple(batch, self.pad_to_multiple_of, self.pad_id)
 
 
 def collate_cloze(

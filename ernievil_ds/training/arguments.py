@@ -56,6 +56,29 @@ def loss_weights_argument(text: str) -> dict[str, float]:
     return value
 
 
+def positive_int_argument(text: str) -> int:
+    """An integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def add_static_shape_arguments(data: argparse._ArgumentGroup) -> None:
+    """``--pad-to-multiple-of``: fixed batch shapes, for CUDA graphs and ``torch.compile``."""
+    data.add_argument(
+        "--pad-to-multiple-of",
+        type=positive_int_argument,
+        default=1,
+        metavar="N",
+        help="pad every batch's text and regions to a multiple of N (the model's [IMG] not counted), so "
+        "that batches take few distinct shapes; padding is masked out of every loss (default 1: off)",
+    )
+
+
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The pretraining command line (DeepSpeed's own ``--deepspeed CONFIG`` and ``--local_rank`` included)."""
     ds = parser.add_argument_group("DeepSpeed")
@@ -131,6 +154,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "the matched rest (default 0.5, as in ViLBERT and ERNIE-ViL)",
     )
     data.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes per rank")
+    add_static_shape_arguments(data)
     data.add_argument(
         "--group-by-length",
         action=argparse.BooleanOptionalAction,

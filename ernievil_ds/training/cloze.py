@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForPreTraining
 
 from ernievil_ds.data import collate_cloze, load_pretraining_split, load_tokenizer
+from ernievil_ds.data.transfer import batch_to_device
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
 from ernievil_ds.tasks import NODE_TYPE_NAMES
 
@@ -94,7 +95,7 @@ def cloze_accuracy(
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     count = len(dataset) if max_examples is None else min(max_examples, len(dataset))
     tasks = [
         (i, k)
@@ -114,7 +115,7 @@ def cloze_accuracy(
                 else [dataset[_mismatched_partner(dataset, i)] for i, _ in chunk]
             )
             batch, targets = collate_cloze(examples, nodes, tokenizer, image_examples=images)
-            batch = {name: tensor.to(device) for name, tensor in batch.items()}
+            batch = batch_to_device(batch, device, dtype)
             logits = model(**batch).masked_token_logits  # (N, V), rows in (example, position) order
             labels = batch["labels"][batch["labels"] != -100]  # (N,)
             for target, (top1, top5) in zip(targets, node_hits(logits, labels, targets)):

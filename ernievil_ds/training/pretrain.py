@@ -36,6 +36,7 @@ from ernievil_ds.data import (
 )
 from ernievil_ds.data.schema import IMAGES_DIR, MANIFEST, PAIRS_DIR
 from ernievil_ds.data.storage import load_detector_class_names
+from ernievil_ds.data.transfer import batch_to_device, loader_pins_memory
 from ernievil_ds.distributed import barrier, dist_info, get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
@@ -217,13 +218,19 @@ def add_grounding_targets(collator: SGPCollator, config: ErnieVilConfig, data_di
     collator.set_region_class_names(names)
 
 
-def batch_to_engine(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:
-    """Move a collated batch to the engine's device; floating tensors take the engine's dtype (fp16/bf16
-    engines do not cast inputs themselves)."""
-    return {
-        key: value.to(device=device, dtype=dtype if value.is_floating_point() else value.dtype)
-        for key, value in batch.items()
-    }
+def check_padding_fits(multiple: int, max_text_len: int, config: ErnieVilConfig) -> None:
+    """Refuse a ``--pad-to-multiple-of`` that pads captions past the model's position embeddings.
+
+    Raises:
+        UserError: naming the padded length and the model's limit.
+    """
+    padded = -(-max_text_len // multiple) * multiple
+    if padded > config.max_position_embeddings:
+        raise UserError(
+            f"--pad-to-multiple-of {multiple} pads captions of up to {max_text_len} tokens to {padded}, more "
+            f"than the model's {config.max_position_embeddings} positions: choose a multiple of at most "
+            f"{config.max_position_embeddings}"
+        )
 
 
 def engine_dtype(engine) -> torch.dtype:
@@ -295,11 +302,13 @@ class PretrainingRun:
             seed=args.seed,
             node_mask_prob=args.node_mask_prob,
             itm_negative_prob=args.itm_negative_prob,
+            pad_to_multiple_of=args.pad_to_multiple_of,
         )
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)
         add_grounding_targets(collator, model.config, data_dir)
+        check_padding_fits(args.pad_to_multiple_of, collator.max_text_len, model.config)
         if args.resume:
             check_resumable(args.output_dir / "checkpoints")
         run = cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
@@ -346,7 +355,7 @@ class PretrainingRun:
         guard = NonFiniteLossGuard(not engine.fp16_enabled(), self.pair_ids_at)
         batches = self.batches(position) if step < stop_step else iter(())
         for batch in batches:
-            outputs = engine(**batch_to_engine(batch, engine.device, engine_dtype(engine)))
+            outputs = engine(**batch_to_device(batch, engine.device, engine_dtype(engine)))
             guard.watch(outputs.loss, step + 1, position.epoch, position.index - self.micro_batch_size)
             engine.backward(outputs.loss)
             boundary = engine.is_gradient_accumulation_boundary()
@@ -417,6 +426,7 @@ class PretrainingRun:
             collate_fn=self.collator,
             num_workers=self.args.num_workers,
             drop_last=True,
+            pin_memory=loader_pins_memory(),
             # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG
             # on every new iterator, which would shift dropout after a resume.
             generator=torch.Generator().manual_seed(self.args.seed),
@@ -471,9 +481,17 @@ class PretrainingRun:
         sampler = ResumableDistributedSampler(
             len(dataset), num_replicas=info.world_size, rank=info.rank, seed=self.args.seed, shuffle=False
         )
-        collator = SGPCollator(self.tokenizer, sgp=True, seed=self.args.seed)
+        collator = SGPCollator(
+            self.tokenizer, sgp=True, seed=self.args.seed, pad_to_multiple_of=self.args.pad_to_multiple_of
+        )
         add_grounding_targets(collator, self.model.config, self.data_dir)
-        return DataLoader(dataset, batch_size=self.micro_batch_size, sampler=sampler, collate_fn=collator)
+        return DataLoader(
+            dataset,
+            batch_size=self.micro_batch_size,
+            sampler=sampler,
+            collate_fn=collator,
+            pin_memory=loader_pins_memory(),
+        )
 
     @torch.no_grad()
     def evaluate(self, engine) -> dict[str, float]:
@@ -485,7 +503,7 @@ class PretrainingRun:
             for i, batch in enumerate(self.eval_loader):
                 if i == self.args.eval_batches:
                     break
-                averager.update(engine(**batch_to_engine(batch, engine.device, engine_dtype(engine))))
+                averager.update(engine(**batch_to_device(batch, engine.device, engine_dtype(engine))))
         engine.train()
         return {f"eval_{name}": value for name, value in averager.compute().items()}
 

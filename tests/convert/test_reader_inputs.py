@@ -19,6 +19,7 @@ import torch
 from ernievil_ds import ErnieVilConfig, ErnieVilModel
 from ernievil_ds.data.collator import _pack_regions
 from ernievil_ds.data.region_features import decode_region_record
+from ernievil_ds.data.transfer import batch_to_device
 
 FEATURE_SIZE = 2048
 #: (question_id, image width, height, number of boxes) of the two records of the batch.
@@ -136,14 +137,16 @@ def embedded_image_inputs(model: ErnieVilModel, batch: dict[str, torch.Tensor]) 
 
 def project_batch(lines: list[str]) -> dict[str, torch.Tensor]:
     """The records' image fields as ``prepare_data.py features`` decodes and stores them, then padded by the
-    collators' ``_pack_regions``."""
+    collators' ``_pack_regions`` and moved to the model as the training loop moves batches (float32)."""
     images = []
     for line in lines:
         question_id, _, _, _, width, height, num_boxes, boxes, features = line.strip().split("\t")
         raw = {"image_id": question_id, "image_w": width, "image_h": height, "num_boxes": num_boxes}
         record = decode_region_record({**raw, "boxes": boxes, "features": features})
         images.append({**record, "cls_prob": None})
-    return _pack_regions(images, max_regions=None)
+    regions = _pack_regions(images, max_regions=None)
+    del regions["cls_prob"]  # None: these records have no class distributions
+    return batch_to_device(regions, torch.device("cpu"), torch.float32)
 
 
 @pytest.fixture(scope="module")

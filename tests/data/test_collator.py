@@ -48,7 +48,7 @@ def test_keys_shapes_and_dtypes(examples, tokenizer):
     num_regions = max(len(e["boxes"]) for e in examples[:16])
     assert batch_size == 16 and num_tokens <= 20
     assert batch["region_features"].shape == (16, num_regions, 2048)
-    assert batch["region_features"].dtype == torch.float32
+    assert batch["region_features"].dtype == torch.float16
     assert batch["region_boxes"].shape == (16, num_regions, 4)
     assert batch["region_class_targets"].shape == (16, num_regions, 1601)
     assert batch["image_sizes"].shape == (16, 2)

@@ -20,23 +20,19 @@ def synth_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("synth_cache")
 
 
-def _run_pretrain(
+def pretrain_command(
     output_dir: Path,
-    cache: Path,
     *extra: str,
-    num_procs: int = 2,
+    launcher_args: tuple[str, ...] = ("--num_gpus", "2"),
     config: str = "cpu_fp32.json",
     preset: str = "tiny",
-    env: dict | None = None,
-    check: bool = True,
-) -> subprocess.CompletedProcess:
-    """`deepspeed --num_gpus N pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
-    command = [
+) -> list[str]:
+    """`deepspeed LAUNCHER_ARGS pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
+    return [
         sys.executable,
         "-m",
         "deepspeed.launcher.runner",
-        "--num_gpus",
-        str(num_procs),
+        *launcher_args,
         "--master_port",
         str(29500 + os.getpid() % 1000),
         str(WORKER),
@@ -53,12 +49,39 @@ def _run_pretrain(
         "--no-cloze",
         *extra,
     ]
-    full_env = {**os.environ, "ERNIEVIL_DS_CACHE": str(cache), "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run(command, capture_output=True, text=True, env=full_env, cwd=REPO, timeout=600)
-    if check and result.returncode != 0:
+
+
+def pretrain_env(cache: Path, env: dict | None = None) -> dict:
+    """The environment of a test run: the shared SynthScenes cache, one thread per process."""
+    return {**os.environ, "ERNIEVIL_DS_CACHE": str(cache), "OMP_NUM_THREADS": "1", **(env or {})}
+
+
+def check_launch(result: subprocess.CompletedProcess) -> None:
+    if result.returncode != 0:
         raise AssertionError(
             f"deepspeed exited with {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
         )
+
+
+def _run_pretrain(
+    output_dir: Path,
+    cache: Path,
+    *extra: str,
+    num_procs: int = 2,
+    config: str = "cpu_fp32.json",
+    preset: str = "tiny",
+    env: dict | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """`deepspeed --num_gpus N pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
+    command = pretrain_command(
+        output_dir, *extra, launcher_args=("--num_gpus", str(num_procs)), config=config, preset=preset
+    )
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=pretrain_env(cache, env), cwd=REPO, timeout=600
+    )
+    if check:
+        check_launch(result)
     return result
 
 

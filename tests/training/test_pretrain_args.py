@@ -249,3 +249,25 @@ def test_the_resolved_settings_are_written_beside_the_run(tmp_path, small_data_d
     written = json.loads((tmp_path / "run" / "args.json").read_text())
     assert written["arguments"]["sgp"] is False and written["arguments"]["preset"] == "tiny"
     assert written["model_config"]["model_type"] == "ernievil"
+
+
+def test_pad_to_multiple_of_reaches_the_training_and_evaluation_batches(tmp_path, small_data_dir, capsys):
+    assert cpu_run(tmp_path).pad_to_multiple_of == 1
+    for bad in ("0", "-8", "eight"):
+        with pytest.raises(SystemExit):
+            cpu_run(tmp_path, "--pad-to-multiple-of", bad)
+        assert f"expected an integer >= 1, got '{bad}'" in capsys.readouterr().err
+    args = cpu_run(
+        tmp_path / "run", "--preset", "tiny", "--data-dir", str(small_data_dir), "--pad-to-multiple-of", "16"
+    )
+    run = PretrainingRun.prepare(args)
+    for batch in (next(iter(run.train_loader[0])), next(iter(run.eval_loader))):
+        assert batch["input_ids"].shape[1] % 16 == 0 and batch["region_mask"].shape[1] % 16 == 0
+
+
+def test_pad_to_multiple_of_past_the_position_embeddings_is_refused(tmp_path, small_data_dir):
+    args = cpu_run(
+        tmp_path, "--preset", "tiny", "--data-dir", str(small_data_dir), "--pad-to-multiple-of", "96"
+    )
+    with pytest.raises(UserError, match="pads captions of up to 40 tokens to 96, more than the model's 64"):
+        PretrainingRun.prepare(args)
