@@ -62,15 +62,20 @@ def test_region_inputs_stay_float16_and_equal_the_float32_path(examples, tokeniz
     assert torch.isfinite(loss) and loss.item() == expected.item()
 
 
-def test_batch_to_device_casts_floating_tensors_only():
+def test_batch_to_device_casts_features_but_not_integers_or_pixel_geometry():
     batch = {
         "region_features": torch.tensor([[0.5, -2.0]], dtype=torch.float16),
         "masked_regions": torch.tensor([[True, False]]),
         "labels": torch.tensor([[3, -100]]),
+        "region_boxes": torch.tensor([[[0.0, 0.0, 641.0, 479.0], [1.0, 2.0, 3.0, 4.0]]]),
+        "image_sizes": torch.tensor([[641.0, 480.0]]),
     }
     moved = batch_to_device(batch, CPU, torch.bfloat16)
     assert moved["region_features"].dtype == torch.bfloat16
     assert moved["region_features"].tolist() == [[0.5, -2.0]]
+    # Pixel geometry stays float32: bfloat16 would round 641 to 640.
+    assert moved["region_boxes"].dtype == moved["image_sizes"].dtype == torch.float32
+    assert moved["region_boxes"][0, 0, 2].item() == moved["image_sizes"][0, 0].item() == 641.0
     assert moved["masked_regions"].dtype == torch.bool and moved["labels"].dtype == torch.long
 
 
