@@ -2,7 +2,7 @@
 
 The registry mirrors transformers' attention registry: ``"torch"`` (the token head's decoder and
 ``F.cross_entropy``) is built in, and a kernel package adds its own function with
-``register_masked_token_loss`` when it is imported (``import ernievil_ds_kernels`` registers
+``register_masked_token_loss`` when it is imported (the Triton kernel package of ``kernels/`` registers
 ``"triton"``), so that the model never imports a kernel package.
 
 A function takes hidden (N, Ct), the decoder's weight (V, Ct) (tied to the word embeddings) and bias
@@ -55,7 +55,7 @@ def masked_token_loss_function(name: str) -> MaskedTokenLoss:
     if name not in _FUNCTIONS:
         raise ValueError(
             f"masked_token_loss_implementation={name!r} is not registered; registered: {sorted(_FUNCTIONS)} "
-            f"('triton' is registered by `import ernievil_ds_kernels`)"
+            f"('triton' is registered by importing the Triton kernel package of kernels/)"
         )
     return _FUNCTIONS[name]
 
