@@ -18,9 +18,10 @@ from pathlib import Path
 
 import deepspeed
 
-from ernievil_ds.distributed import setup_logging
+from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import run_command
 from ernievil_ds.training.arguments import parse_pretrain_arguments
+from ernievil_ds.training.dispatch import compile_engine, current_device, resolve_kernel_arguments
 from ernievil_ds.training.pretrain import PretrainingRun
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -29,10 +30,21 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
+def import_kernels() -> str | None:
+    """Import the Triton kernels, which registers them as attention and loss "triton"; None when they
+    import, else why not (no Triton, no GPU driver, ...)."""
+    try:
+        import ernievil_ds_kernels  # noqa: F401
+    except Exception as error:  # any failure means: run without them
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_pretrain_arguments(argv, recipes_dir=RECIPES)
     setup_logging()
     deepspeed.init_distributed()  # NCCL on GPUs, gloo on the CPU accelerator
+    resolve_kernel_arguments(args, current_device(import_kernels()), log=dist_info().is_main)
     run = PretrainingRun.prepare(args)
     engine, _, _, _ = deepspeed.initialize(
         model=run.model,
@@ -42,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         lr_scheduler=run.lr_scheduler(),
         config=run.ds_config,
     )
+    if args.compile:
+        compile_engine(engine, args.compile_backend)
     run.train(engine)
     return 0
 

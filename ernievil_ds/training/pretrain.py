@@ -76,6 +76,7 @@ def build_model(args: argparse.Namespace) -> ErnieVilForPreTraining:
     """The pretraining model of ``build_config``, optionally with a BERT-initialised text stream."""
     config = build_config(args)
     config._attn_implementation = args.attn_implementation
+    config.masked_token_loss_implementation = args.masked_token_loss
     model = AutoModelForPreTraining.from_config(config)
     if args.init_text_from != "none":
         from ernievil_ds.assets import minilm_dir
