@@ -46,6 +46,11 @@ def register_masked_token_loss(name: str, function: MaskedTokenLoss) -> None:
     _FUNCTIONS[name] = function
 
 
+def registered_masked_token_losses() -> list[str]:
+    """The names ``config.masked_token_loss_implementation`` may take now."""
+    return sorted(_FUNCTIONS)
+
+
 def masked_token_loss_function(name: str) -> MaskedTokenLoss:
     """The function registered under ``name``.
 
@@ -64,5 +69,6 @@ __all__ = [
     "DEFAULT_MASKED_TOKEN_LOSS",
     "masked_token_loss_function",
     "register_masked_token_loss",
+    "registered_masked_token_losses",
     "torch_masked_token_loss",
 ]

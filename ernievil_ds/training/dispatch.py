@@ -15,9 +15,11 @@ import os
 from dataclasses import dataclass
 
 import torch
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
+from ernievil_ds.masked_token_loss import registered_masked_token_losses
 
 logger = get_logger(__name__)
 
@@ -31,8 +33,8 @@ PYTORCH_ALTERNATIVE = {"attn-implementation": "sdpa", "masked-token-loss": "torc
 @dataclass(frozen=True)
 class DeviceInfo:
     """What the choice depends on: the device type (``cuda`` also for ROCm), its compute capability
-    (None off CUDA), its name, whether Triton's interpreter is on, and why the kernels do not import
-    (None when they do)."""
+    (None off CUDA), its name, whether Triton's interpreter is on, and why the Triton kernels are not
+    available (None when they are)."""
 
     type: str
     capability: tuple[int, int] | None
@@ -45,7 +47,7 @@ class DeviceInfo:
         interpreter does not count and a GPU below ``TRITON_MIN_CAPABILITY`` is refused; asked for
         explicitly, they run on any CUDA GPU and on the CPU under the interpreter."""
         if self.kernels_error is not None:
-            return f"the Triton kernels do not import ({self.kernels_error})"
+            return self.kernels_error
         if self.type == "cpu" and self.interpreted and not auto:
             return None
         if self.type != "cuda":
@@ -56,19 +58,30 @@ class DeviceInfo:
         return None
 
 
-def current_device(kernels_error: str | None) -> DeviceInfo:
+def kernels_problem() -> str | None:
+    """None when the Triton attention and loss are registered (importing the kernel package does that;
+    the launcher tries), else what is missing."""
+    missing = [
+        what
+        for what, registry in (
+            ("attention", ALL_ATTENTION_FUNCTIONS),
+            ("masked-token loss", registered_masked_token_losses()),
+        )
+        if "triton" not in registry
+    ]
+    if missing:
+        return f"no Triton {' and '.join(missing)} is registered: the kernel package did not import"
+    return None
+
+
+def current_device() -> DeviceInfo:
     """This process's device: the current CUDA GPU when there is one, else the CPU."""
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
-        return DeviceInfo(
-            "cuda",
-            torch.cuda.get_device_capability(index),
-            torch.cuda.get_device_name(index),
-            interpreted,
-            kernels_error,
-        )
-    return DeviceInfo("cpu", None, "the CPU", interpreted, kernels_error)
+        capability, name = torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index)
+        return DeviceInfo("cuda", capability, name, interpreted, kernels_problem())
+    return DeviceInfo("cpu", None, "the CPU", interpreted, kernels_problem())
 
 
 def choose_implementation(flag: str, requested: str, device: DeviceInfo) -> tuple[str, str]:
