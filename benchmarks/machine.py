@@ -53,3 +53,20 @@ def print_table(header: list[str], rows: list[list[str]]) -> None:
     print("| --- | " + " | ".join("---:" for _ in header[1:]) + " |")
     for row in rows:
         print("| " + " | ".join(row) + " |", flush=True)
+
+
+#: Dense tensor-core peak TFLOP/s by GPU family and precision, from the vendors' data sheets (SXM parts).
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.0, "fp16": 989.0},
+    "H100": {"bf16": 989.0, "fp16": 989.0},
+    "A100": {"bf16": 312.0, "fp16": 312.0},
+    "V100": {"fp16": 125.0},
+}
+
+
+def peak_tflops(gpu_name: str, precision: str) -> float | None:
+    """The dense peak of ``gpu_name`` (e.g. "NVIDIA H100 80GB HBM3") in ``precision``, None when unknown."""
+    for family, peaks in PEAK_TFLOPS.items():
+        if family in gpu_name:
+            return peaks.get(precision)
+    return None
