@@ -5,7 +5,8 @@
     python benchmarks/bench_co_attention.py --smoke   # the CPU, seconds: runs every provider once
 
 Needs a CUDA GPU, except ``--smoke``: tiny shapes on the CPU, the Triton kernel under its interpreter
-(checked against SDPA, its speed not measured), the PyTorch providers timed once. Providers, measured in the same run on the same inputs:
+(checked against SDPA, its speed not measured), the PyTorch providers timed once.
+Providers, measured in the same run on the same inputs:
   - ``triton``: ``ernievil_ds_kernels.co_attention.co_attention`` with the key padding mask as a key bias;
   - ``torch-sdpa``: ``F.scaled_dot_product_attention`` with the additive (B, 1, 1, Lk) mask;
   - ``torch-eager``: the model's ``eager_attention_forward`` (matmul, softmax in float32, matmul);

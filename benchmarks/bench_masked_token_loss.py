@@ -4,7 +4,8 @@
     python benchmarks/bench_masked_token_loss.py --smoke   # the CPU, seconds: runs every provider once
 
 Needs a CUDA GPU, except ``--smoke``: tiny shapes on the CPU, the Triton kernel under its interpreter
-(checked against PyTorch, its speed not measured), the PyTorch provider timed once. The loss of N masked positions from hidden states (N, C) after the token head's
+(checked against PyTorch, its speed not measured), the PyTorch provider timed once.
+The loss of N masked positions from hidden states (N, C) after the token head's
 transform, the tied embedding matrix (30522, C) and the decoder bias, per position (reduction "none",
 as the model averages each task separately), backward with a random per-position gradient. Providers,
 measured in the same run on the same inputs:

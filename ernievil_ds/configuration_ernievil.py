@@ -35,7 +35,8 @@ class ErnieVilConfig(PreTrainedConfig):
     distribution; ``"features"``: regression of the original feature), ``task_loss_weights`` (a weight per
     task of ``ernievil_ds.tasks.PRETRAINING_TASKS``; a task left out weighs 1),
     ``masked_token_loss_implementation`` (the name of the masked-token cross-entropy in
-    ``ernievil_ds.masked_token_loss``: ``"torch"``, or ``"triton"`` once the Triton kernel package of ``kernels/`` is imported).
+    ``ernievil_ds.masked_token_loss``: ``"torch"``, or ``"triton"`` once the Triton kernel package of
+    ``kernels/`` is imported).
     """
 
     model_type = "ernievil"

@@ -1,4 +1,5 @@
-"""The masked-token cross-entropy of the pretraining model, by name: ``config.masked_token_loss_implementation``.
+"""The masked-token cross-entropy of the pretraining model, by the name in
+``config.masked_token_loss_implementation``.
 
 The registry mirrors transformers' attention registry: ``"torch"`` (the token head's decoder and
 ``F.cross_entropy``) is built in, and a kernel package adds its own function with

@@ -840,7 +840,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         tasks = task_ids[selected] if task_ids is not None else torch.full_like(labels[selected], MLM_TASK_ID)
         # (N, tasks): a sum per task, not a selection per task, keeps every shape known to the compiler.
         in_task = tasks[:, None] == torch.arange(len(TOKEN_TASKS), device=tasks.device)
-        sums = (per_token[:, None] * in_task).sum(0)  # (tasks,)
+        sums = torch.where(in_task, per_token[:, None], 0.0).sum(0)  # (tasks,): a NaN stays in its task
         counts = in_task.sum(0)  # (tasks,)
         means = sums / counts.clamp(min=1)
         return logits, {task: TaskLoss(means[i], counts[i]) for i, task in enumerate(TOKEN_TASKS)}

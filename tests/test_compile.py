@@ -1,6 +1,7 @@
 """torch.compile traces the pretraining forward, losses included, as one graph: no graph break for the
 paper's presets and the grounded one, with eager and SDPA attention, and the compiled model's loss and
-gradients equal the uncompiled model's. (The Triton attention and loss: tests/kernels/test_compile_kernels.py.)"""
+gradients equal the uncompiled model's (the Triton attention and loss:
+tests/kernels/test_model_kernels.py)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,8 @@ def add_kernel_arguments(group: argparse._ArgumentGroup) -> None:
         "--masked-token-loss",
         default="auto",
         choices=["auto", "torch", "triton"],
-        help="auto (default): the fused Triton masked-token loss on CUDA GPUs of sm_80 or more, torch elsewhere",
+        help="auto (default): the fused Triton masked-token loss on CUDA GPUs of sm_80 or more, torch "
+        "elsewhere",
     )
     group.add_argument(
         "--compile",
@@ -79,7 +80,8 @@ def add_kernel_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--compile-backend",
         default="inductor",
-        help="the torch.compile backend with --compile (default inductor; aot_eager traces without generating code)",
+        help="the torch.compile backend with --compile (default inductor; aot_eager traces without "
+        "generating code)",
     )
 
 
