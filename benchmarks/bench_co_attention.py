@@ -2,8 +2,11 @@
 
     python benchmarks/bench_co_attention.py [--dtype bf16|fp16] [--mode fwd fwd+bwd] [--batch 64 512]
                                             [--dropout 0.1] [--compile] [--save-path DIR]
+    python benchmarks/bench_co_attention.py --smoke   # the CPU, seconds: runs every provider once
 
-Needs a CUDA GPU. Providers, measured in the same run on the same inputs:
+Needs a CUDA GPU, except ``--smoke``: tiny shapes on the CPU, the Triton kernel under its interpreter
+(checked against SDPA, its speed not measured), the PyTorch providers timed once.
+Providers, measured in the same run on the same inputs:
   - ``triton``: ``ernievil_ds_kernels.co_attention.co_attention`` with the key padding mask as a key bias;
   - ``torch-sdpa``: ``F.scaled_dot_product_attention`` with the additive (B, 1, 1, Lk) mask;
   - ``torch-eager``: the model's ``eager_attention_forward`` (matmul, softmax in float32, matmul);
@@ -23,7 +26,7 @@ import argparse
 import sys
 
 import torch
-from machine import device_name
+from machine import NOT_MEASURED, device_name, milliseconds_once, print_table, rerun_under_the_interpreter
 from torch.nn import functional as F
 
 PROVIDERS = ["triton", "torch-sdpa", "torch-eager"]
@@ -35,14 +38,14 @@ def attention_flops(batch: int, heads: int, lq: int, lk: int, head_dim: int, mod
     return forward if mode == "fwd" else 3.5 * forward
 
 
-def make_inputs(batch, heads, lq, lk, head_dim, dtype, requires_grad):
+def make_inputs(batch, heads, lq, lk, head_dim, dtype, requires_grad, device="cuda"):
     q, k, v = (
-        torch.randn(batch, length, heads, head_dim, device="cuda", dtype=dtype).transpose(
+        torch.randn(batch, length, heads, head_dim, device=device, dtype=dtype).transpose(
             1, 2
         )  # (B, H, L, D)
         for length in (lq, lk, lk)
     )
-    keep = torch.ones(batch, lk, device="cuda")
+    keep = torch.ones(batch, lk, device=device)
     keep[:, lk - max(1, lk // 10) :] = 0.0  # every example pads its last tenth of keys
     mask = (1.0 - keep[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, Lk)
     return [x.requires_grad_(requires_grad) for x in (q, k, v)], mask
@@ -137,6 +140,29 @@ def build_benchmark(args):
     return bench
 
 
+def smoke() -> None:
+    """Every provider once, forward+backward, at two tiny shapes on the CPU; the table has the same
+    providers as a GPU run, with the Triton kernel's time marked not measured."""
+    import triton
+
+    print(
+        f"device: {device_name('cpu')} (smoke: Triton interpreted, one repetition); torch {torch.__version__}"
+    )
+    rows = []
+    for direction, (lq, lk) in (("text->image", (8, 5)), ("image->text", (5, 8))):
+        (q, k, v), mask = make_inputs(2, 2, lq, lk, 16, torch.float32, True, device="cpu")
+        check_against_sdpa(q, k, v, mask)
+        cells = []
+        for provider in PROVIDERS:
+            call = attention_call(provider, q, k, v, mask, 0.0, None)
+            grad = torch.ones_like(q)
+            ms = milliseconds_once(lambda call=call, grad=grad: torch.autograd.backward(call(), grad))
+            cells.append(NOT_MEASURED if provider == "triton" else f"{ms:.2f} ms (CPU)")
+        rows.append([f"fwd+bwd {direction} B2 H2 D16 Lq{lq} Lk{lk}", *cells])
+    print_table(["shape", *PROVIDERS], rows)
+    print(f"triton {triton.__version__} ran under its interpreter and matched SDPA")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
@@ -145,11 +171,16 @@ def parse_args(argv=None):
     parser.add_argument("--dropout", type=float, default=0.0, help="attention dropout for every provider")
     parser.add_argument("--compile", action="store_true", help="add torch.compile of the eager function")
     parser.add_argument("--save-path", default="", help="also write each table as CSV (and a plot) here")
+    parser.add_argument("--smoke", action="store_true", help="seconds on the CPU: each provider runs once")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.smoke:
+        rerun_under_the_interpreter()
+        smoke()
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_co_attention: needs a CUDA GPU (found none); the CPU tests are tests/kernels/")
     import triton

@@ -1,8 +1,11 @@
 """Fused masked-token loss against PyTorch's linear + cross-entropy: forward+backward time and peak memory.
 
     python benchmarks/bench_masked_token_loss.py [--dtype bf16|fp16|fp32] [--width 768] [--save-path DIR]
+    python benchmarks/bench_masked_token_loss.py --smoke   # the CPU, seconds: runs every provider once
 
-Needs a CUDA GPU. The loss of N masked positions from hidden states (N, C) after the token head's
+Needs a CUDA GPU, except ``--smoke``: tiny shapes on the CPU, the Triton kernel under its interpreter
+(checked against PyTorch, its speed not measured), the PyTorch provider timed once.
+The loss of N masked positions from hidden states (N, C) after the token head's
 transform, the tied embedding matrix (30522, C) and the decoder bias, per position (reduction "none",
 as the model averages each task separately), backward with a random per-position gradient. Providers,
 measured in the same run on the same inputs:
@@ -23,7 +26,7 @@ import argparse
 import sys
 
 import torch
-from machine import device_name
+from machine import NOT_MEASURED, device_name, milliseconds_once, print_table, rerun_under_the_interpreter
 from torch.nn import functional as F
 
 VOCAB = 30522
@@ -38,11 +41,11 @@ def providers() -> list[str]:
     return ["triton", "torch", "liger"]
 
 
-def make_inputs(num_positions: int, width: int, dtype: torch.dtype):
-    hidden = torch.randn(num_positions, width, device="cuda", dtype=dtype, requires_grad=True)
-    weight = (torch.randn(VOCAB, width, device="cuda") * width**-0.5).to(dtype).requires_grad_()
-    bias = torch.zeros(VOCAB, device="cuda", dtype=dtype, requires_grad=True)
-    labels = torch.randint(0, VOCAB, (num_positions,), device="cuda")
+def make_inputs(num_positions: int, width: int, dtype: torch.dtype, device="cuda", vocab: int = VOCAB):
+    hidden = torch.randn(num_positions, width, device=device, dtype=dtype, requires_grad=True)
+    weight = (torch.randn(vocab, width, device=device) * width**-0.5).to(dtype).requires_grad_()
+    bias = torch.zeros(vocab, device=device, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, vocab, (num_positions,), device=device)
     return hidden, weight, bias, labels
 
 
@@ -117,16 +120,43 @@ def build_benchmark(args):
     return bench
 
 
+def smoke() -> None:
+    """Every provider once, forward+backward, at two tiny shapes on the CPU; the table has the same
+    providers as a GPU run, with the Triton kernel's (and Liger's) time marked not measured."""
+    import triton
+
+    print(
+        f"device: {device_name('cpu')} (smoke: Triton interpreted, one repetition); torch {torch.__version__}"
+    )
+    names, rows = providers(), []
+    for num_positions, width, vocab in ((7, 16, 300), (37, 24, 1000)):
+        hidden, weight, bias, labels = make_inputs(num_positions, width, torch.float32, "cpu", vocab)
+        check_against_torch(hidden, weight, bias, labels)
+        cells = []
+        for provider in names:
+            call, grad = loss_call(provider, hidden, weight, bias, labels), torch.ones(num_positions)
+            ms = milliseconds_once(lambda call=call, grad=grad: torch.autograd.backward(call(), grad))
+            cells.append(f"{ms:.2f} ms (CPU)" if provider == "torch" else NOT_MEASURED)
+        rows.append([f"fwd+bwd N{num_positions} C{width} V{vocab}", *cells])
+    print_table(["shape", *names], rows)
+    print(f"triton {triton.__version__} ran under its interpreter and matched PyTorch")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--width", type=int, default=768, help="hidden width C (768 base, 1024 large)")
     parser.add_argument("--save-path", default="", help="also write each table as CSV (and a plot) here")
+    parser.add_argument("--smoke", action="store_true", help="seconds on the CPU: each provider runs once")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.smoke:
+        rerun_under_the_interpreter()
+        smoke()
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_masked_token_loss: needs a CUDA GPU (found none); the CPU tests are tests/kernels/")
     import triton

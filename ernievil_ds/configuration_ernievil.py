@@ -33,7 +33,10 @@ class ErnieVilConfig(PreTrainedConfig):
     Heads: ``num_region_classes`` (1601 Visual Genome detector classes), ``num_region_attributes`` (401,
     used by fine-tuning), ``masked_region_target`` (``"class_distribution"``: KL to the detector's
     distribution; ``"features"``: regression of the original feature), ``task_loss_weights`` (a weight per
-    task of ``ernievil_ds.tasks.PRETRAINING_TASKS``; a task left out weighs 1).
+    task of ``ernievil_ds.tasks.PRETRAINING_TASKS``; a task left out weighs 1),
+    ``masked_token_loss_implementation`` (the name of the masked-token cross-entropy in
+    ``ernievil_ds.masked_token_loss``: ``"torch"``, or ``"triton"`` once the Triton kernel package of
+    ``kernels/`` is imported).
     """
 
     model_type = "ernievil"
@@ -69,6 +72,7 @@ class ErnieVilConfig(PreTrainedConfig):
     num_region_attributes: int = 401
     masked_region_target: str = "class_distribution"
     task_loss_weights: dict[str, float] | None = None
+    masked_token_loss_implementation: str = "torch"
     tie_word_embeddings: bool = True
 
     #: The tasks that ``task_loss_weights`` may name.

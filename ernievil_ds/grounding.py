@@ -35,6 +35,7 @@ from ernievil_ds.modeling_ernievil import (
     ErnieVilForPreTrainingOutput,
     ErnieVilModel,
     ErnieVilPreTrainedModel,
+    TaskLoss,
     at_least_float32,
 )
 from ernievil_ds.tasks import GROUNDING_TASK, IGNORE_INDEX
@@ -129,7 +130,7 @@ class GroundedCoAttentionLayer(ErnieVilCoAttentionLayer):
 
 def grounding_loss(
     image_to_text_weights: list[torch.Tensor], region_word_targets: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor | None:
+) -> TaskLoss:
     """Cross-entropy of each region's image->text attention, averaged over heads and co-layers, against the
     position of the caption word that names it.
 
@@ -143,18 +144,20 @@ def grounding_loss(
         attention_mask: (B, T), 1 for real tokens (padding cannot be a target).
 
     Returns:
-        the scalar loss, averaged over (co-layer, grounded region), or None when no region is grounded.
+        the loss averaged over (co-layer, grounded region), and the number of those pairs (0 when no region
+        is grounded, the loss then a zero connected to the attention).
     """
-    grounded = region_word_targets != IGNORE_INDEX  # (B, R - 1)
-    if not grounded.any():
-        return None
+    layers = len(image_to_text_weights)
     weights = at_least_float32(torch.stack(image_to_text_weights))[:, :, :, 1:]  # (L, B, H, R - 1, T)
     logits = weights.clamp_min(torch.finfo(weights.dtype).tiny).log().mean(2)  # (L, B, R - 1, T)
     logits = logits.masked_fill(~attention_mask.bool()[None, :, None, :], torch.finfo(logits.dtype).min)
-    # Every layer grounds the same regions: the mean over (layer, region) is the mean over layers.
-    return F.cross_entropy(
-        logits[:, grounded].flatten(0, 1), region_word_targets[grounded].repeat(len(image_to_text_weights))
-    )
+    targets = region_word_targets.expand(layers, *region_word_targets.shape)  # (L, B, R - 1)
+    # Ungrounded regions are ignored rather than selected out: every shape stays known to the compiler.
+    total = F.cross_entropy(
+        logits.flatten(0, 2), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )  # over (L * B * (R - 1), T)
+    count = (region_word_targets != IGNORE_INDEX).sum() * layers
+    return TaskLoss(total / count.clamp(min=1), count)
 
 
 class ErnieVilGroundedPreTrainedModel(ErnieVilPreTrainedModel):
@@ -197,7 +200,7 @@ class ErnieVilGroundedForPreTrainingOutput(ErnieVilForPreTrainingOutput):
 
     grounding_loss: cross-entropy of each grounded region's image->text attention against the position of
         the caption word that names it, averaged over `config.grounding_co_layers`; its weight in `loss` is
-        `config.task_loss_weights["grounding"]`.
+        `config.task_loss_weights["grounding"]`; NaN when `region_word_targets` ground no region.
     """
 
     grounding_loss: torch.FloatTensor | None = None
@@ -231,17 +234,15 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
         text_keep = torch.ones_like(inputs["input_ids"]) if text_keep is None else text_keep
         image_to_text = [outputs.co_attentions[i][1] for i in self.config.grounding_co_layers]
         loss = grounding_loss(image_to_text, region_word_targets, text_keep)
-        total = outputs.loss
-        if loss is not None:
-            weighted = self.config.task_loss_weights[GROUNDING_TASK] * loss
-            total = weighted if total is None else total + weighted
+        weighted = self.config.task_loss_weights[GROUNDING_TASK] * loss.mean
+        total = weighted if outputs.loss is None else outputs.loss + weighted
         return ErnieVilGroundedForPreTrainingOutput(
             **{
                 **outputs,
                 "loss": total,
                 "co_attentions": outputs.co_attentions if wants_attentions else None,
             },
-            grounding_loss=loss,
+            grounding_loss=loss.reported(),
         )
 
 

@@ -25,6 +25,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.masked_token_loss import masked_token_loss_function
 from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, TOKEN_TASKS, loss_name
 
 #: Tolerance, as a fraction of the image side, for boxes that a detector placed a hair outside the image.
@@ -72,6 +73,22 @@ def additive_attention_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     """Losses are computed in float32 (or float64 when the model runs in it), never in half precision."""
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+class TaskLoss(NamedTuple):
+    """One task's loss on a batch, computed the same way whatever the batch holds, so that the compiled
+    model has no branch on tensor values: with nothing to score the mean is a zero that is still
+    connected to the head (see ``ErnieVilForPreTraining.weighted_loss``)."""
+
+    mean: torch.Tensor  # ()
+    #: How many items (tokens, regions) the task scored, () integer; None for a task that scores every pair.
+    count: torch.Tensor | None = None
+
+    def reported(self) -> torch.Tensor:
+        """The loss as the outputs report it: NaN when the task scored nothing in the batch."""
+        if self.count is None:
+            return self.mean
+        return torch.where(self.count > 0, self.mean, torch.nan)
 
 
 class ErnieVilMultiHeadAttention(nn.Module):
@@ -365,8 +382,9 @@ class ErnieVilModelOutput(ModelOutput):
 
 @dataclass
 class ErnieVilForPreTrainingOutput(ModelOutput):
-    r"""Outputs of [`ErnieVilForPreTraining`]. Every loss is a scalar; a task with no target in the batch
-    has loss `None`.
+    r"""Outputs of [`ErnieVilForPreTraining`]. Every loss is a scalar; a task whose targets were not passed
+    has loss `None`, and a task whose targets were passed but mark nothing in the batch has loss NaN (it
+    adds nothing to `loss`): the outputs' structure depends on the arguments only, never on tensor values.
 
     loss: weighted sum (`config.task_loss_weights`) of the task losses present in the batch.
     mlm_loss: cross-entropy on randomly masked tokens.
@@ -512,7 +530,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         bad = ((corners < -BOX_TOLERANCE) | (corners > 1 + BOX_TOLERANCE)).any(-1)  # (B, R)
         bad |= (corners[..., 2] < corners[..., 0]) | (corners[..., 3] < corners[..., 1])
         bad &= region_mask.bool()
-        if bad.any():
+        # A check that reads tensor values on the host; a compiled model leaves it to the data pipeline.
+        if not torch.compiler.is_compiling() and bad.any():
             b, r = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
                 f"region_boxes[{b}, {r}] = {region_boxes[b, r].tolist()} is not an x1 <= x2, y1 <= y2 box inside "
@@ -790,8 +809,8 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         itm_logits, losses["itm"] = self.image_text_matching_loss(outputs.pooled_output, itm_labels)
         losses = {task: value for task, value in losses.items() if value is not None}
         return ErnieVilForPreTrainingOutput(
-            loss=self.weighted_loss(losses, head_outputs=(token_logits, region_logits)),
-            **{loss_name(task): value for task, value in losses.items()},
+            loss=self.weighted_loss(losses),
+            **{loss_name(task): value.reported() for task, value in losses.items()},
             masked_token_logits=token_logits,
             masked_region_logits=region_logits,
             itm_logits=itm_logits,
@@ -800,29 +819,31 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
 
     def masked_token_losses(
         self, text_states: torch.Tensor, labels: torch.Tensor | None, task_ids: torch.Tensor | None
-    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor | None, dict[str, TaskLoss]]:
         """MLM and the three SGP losses: the token head's cross-entropy at the positions with a label,
-        averaged within each task of ``TOKEN_TASKS``.
+        averaged within each task of ``TOKEN_TASKS``, through ``config.masked_token_loss_implementation``.
 
         Args:
             text_states: (B, T, Ct); labels, task_ids: (B, T), -100 where nothing is predicted.
 
         Returns:
-            the logits (N, V) at the N labelled positions (None without labels), and the loss of each task
-            that has a position in the batch.
+            the logits (N, V) at the N labelled positions (None without labels, or from a fused loss that
+            never forms them), and every token task's loss (none without labels).
         """
         if labels is None:
             return None, {}
-        selected = labels != IGNORE_INDEX  # (B, T)
-        logits = self.token_head(text_states[selected])  # (N, V)
-        per_token = F.cross_entropy(at_least_float32(logits), labels[selected], reduction="none")  # (N,)
+        selected = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)  # (N,), (N,): one size for all three
+        hidden = self.token_head.transform(text_states[selected])  # (N, Ct)
+        decoder = self.token_head.decoder
+        loss_function = masked_token_loss_function(self.config.masked_token_loss_implementation)
+        per_token, logits = loss_function(hidden, decoder.weight, decoder.bias, labels[selected])  # (N,)
         tasks = task_ids[selected] if task_ids is not None else torch.full_like(labels[selected], MLM_TASK_ID)
-        losses = {}
-        for task_id, task in enumerate(TOKEN_TASKS):
-            in_task = tasks == task_id  # (N,)
-            if in_task.any():
-                losses[task] = per_token[in_task].mean()
-        return logits, losses
+        # (N, tasks): a sum per task, not a selection per task, keeps every shape known to the compiler.
+        in_task = tasks[:, None] == torch.arange(len(TOKEN_TASKS), device=tasks.device)
+        sums = torch.where(in_task, per_token[:, None], 0.0).sum(0)  # (tasks,): a NaN stays in its task
+        counts = in_task.sum(0)  # (tasks,)
+        means = sums / counts.clamp(min=1)
+        return logits, {task: TaskLoss(means[i], counts[i]) for i, task in enumerate(TOKEN_TASKS)}
 
     def masked_region_loss(
         self,
@@ -831,7 +852,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         itm_labels: torch.Tensor | None,
         region_class_targets: torch.Tensor | None,
         region_feature_targets: torch.Tensor | None,
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, TaskLoss | None]:
         """Masked-region classification on the matched pairs: KL(detector distribution || softmax(logits))
         summed over classes and averaged over regions, or the feature regression MSE.
 
@@ -844,56 +865,55 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
 
         Returns:
             the logits (N, classes or F) at the N scored regions (None without ``masked_regions``), and the
-            loss (None when no region is scored).
+            loss (None without ``masked_regions``; zero, counting no region, when none is scored).
         """
         if masked_regions is None:
             return None, None
         scored = masked_regions.bool()  # (B, R - 1)
         if itm_labels is not None:
             scored = scored & (itm_labels[:, None] == 1)
-        logits = at_least_float32(self.region_head(image_states[:, 1:][scored]))  # (N, classes or F)
-        if not scored.any():
-            return logits, None
+        selected = torch.nonzero(scored, as_tuple=True)  # (N,), (N,)
+        logits = at_least_float32(self.region_head(image_states[:, 1:][selected]))  # (N, classes or F)
+        count = scored.sum()
         if self.config.masked_region_target == "class_distribution":
             if region_class_targets is None:
                 raise ValueError(
                     "masked_regions were given but region_class_targets is missing; this model predicts the "
                     "detector class distribution (config.masked_region_target='class_distribution')"
                 )
-            target = at_least_float32(region_class_targets[scored])  # (N, classes)
-            return logits, F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="batchmean")
+            target = at_least_float32(region_class_targets[selected])  # (N, classes)
+            total = F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="sum")
+            return logits, TaskLoss(total / count.clamp(min=1), count)  # KL's "batchmean"
         if region_feature_targets is None:
             raise ValueError(
                 "masked_regions were given but region_feature_targets is missing; this model regresses region "
                 "features (config.masked_region_target='features')"
             )
-        return logits, F.mse_loss(logits, at_least_float32(region_feature_targets[scored]))
+        total = F.mse_loss(logits, at_least_float32(region_feature_targets[selected]), reduction="sum")
+        return logits, TaskLoss(total / (count * logits.shape[-1]).clamp(min=1), count)
 
     def image_text_matching_loss(
         self, pooled_output: torch.Tensor, itm_labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, TaskLoss | None]:
         """Image-text matching: the ITM head's logits (B, 2) on the fused vector (B, Co), and their
         cross-entropy against itm_labels (B,) (None without labels)."""
         logits = self.itm_head(pooled_output)  # (B, 2)
-        return logits, None if itm_labels is None else F.cross_entropy(at_least_float32(logits), itm_labels)
+        if itm_labels is None:
+            return logits, None
+        return logits, TaskLoss(F.cross_entropy(at_least_float32(logits), itm_labels))
 
-    def weighted_loss(
-        self, losses: dict[str, torch.Tensor], head_outputs: tuple[torch.Tensor | None, ...] = ()
-    ) -> torch.Tensor | None:
+    def weighted_loss(self, losses: dict[str, TaskLoss]) -> torch.Tensor | None:
         """The weighted sum of the task losses (``config.task_loss_weights``), None when there is none.
 
         ZeRO-2 fills its gradient buckets in the order gradients arrive, so a head that gets no gradient on
         one rank (a micro-batch without a scored masked region, say) desynchronises the ranks' reductions.
-        The heads therefore also run on empty selections, and each empty output joins the loss times zero:
-        its parameters get a zero gradient.
+        A task with nothing to score therefore still joins the sum, as a zero computed from its head's
+        empty output: its parameters get a zero gradient.
         """
         if not losses:
             return None
         weights = self.config.task_loss_weights
-        loss = sum(weights[task] * value for task, value in losses.items())
-        return loss + sum(
-            0.0 * output.sum() for output in head_outputs if output is not None and output.numel() == 0
-        )
+        return sum(weights[task] * value.mean for task, value in losses.items())
 
 
 def count_parameters_by_component(model: ErnieVilForPreTraining) -> dict[str, int]:

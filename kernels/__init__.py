@@ -8,10 +8,11 @@ never shadows the unrelated PyPI distribution ``kernels``.
   ``attn_implementation="triton"`` (``ernievil_ds_kernels.attention``).
 - ``ernievil_ds_kernels.masked_token_loss.masked_token_loss``: the masked-token cross-entropy from hidden
   states and the tied embedding matrix, chunked so that no (positions x vocabulary) float32 logits
-  tensor exists.
+  tensor exists; importing this package registers it with the model as
+  ``masked_token_loss_implementation="triton"`` (``ernievil_ds_kernels.model_loss``).
 
 The model (``ernievil_ds``) never imports this package: ``import ernievil_ds_kernels`` and then
-``model.set_attn_implementation("triton")``.
+``model.set_attn_implementation("triton")`` and ``config.masked_token_loss_implementation = "triton"``.
 """
 
 # With the repository root on sys.path (``python -m pytest`` from it) this folder is also importable as
@@ -19,7 +20,14 @@ The model (``ernievil_ds``) never imports this package: ``import ernievil_ds_ker
 # under that name the folder stays inert, or the probe would import transformers inside itself.
 if __name__ == "ernievil_ds_kernels":
     from ernievil_ds_kernels.attention import register_attention, triton_attention_forward
+    from ernievil_ds_kernels.model_loss import register_masked_token_loss, triton_masked_token_loss
 
     register_attention()
+    register_masked_token_loss()
 
-    __all__ = ["register_attention", "triton_attention_forward"]
+    __all__ = [
+        "register_attention",
+        "register_masked_token_loss",
+        "triton_attention_forward",
+        "triton_masked_token_loss",
+    ]

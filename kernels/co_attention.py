@@ -497,6 +497,13 @@ def _bias_args(
     return key_bias, key_strides, bias, bias_strides
 
 
+def _forward_outputs(query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised out (B, H, M, D), a view of a contiguous (B, M, H, D) buffer, and lse (B, H, M)."""
+    batch, heads, lq, head_dim = query.shape
+    out = query.new_empty(batch, lq, heads, head_dim)  # (B, M, H, D)
+    return out.transpose(1, 2), query.new_empty(batch, heads, lq, dtype=torch.float32)  # (B, H, M, D)
+
+
 def co_attention_forward(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -518,9 +525,7 @@ def co_attention_forward(
     lk = key.shape[2]
     scale = head_dim**-0.5 if scale is None else float(scale)
 
-    out = torch.empty(batch, lq, heads, head_dim, dtype=query.dtype, device=query.device)  # (B, M, H, D)
-    out = out.transpose(1, 2)  # (B, H, M, D)
-    lse = torch.empty(batch, heads, lq, dtype=torch.float32, device=query.device)
+    out, lse = _forward_outputs(query)
     if lq == 0:
         return out, lse
 
@@ -631,33 +636,116 @@ def co_attention_dropout_mask(
     return mask
 
 
-def draw_seed() -> int:
-    """A dropout seed from torch's default CPU generator, so that ``torch.manual_seed`` reproduces a run."""
-    return int(torch.randint(0, 2**31 - 1, (), dtype=torch.int64))
+def draw_seed() -> torch.Tensor:
+    """A dropout seed () int64 from torch's default CPU generator, so that ``torch.manual_seed`` reproduces
+    a run. A tensor, not a Python int, so that ``torch.compile`` traces the draw instead of breaking the
+    graph on it; the kernels' host code reads it from host memory (no device synchronisation)."""
+    return torch.randint(0, 2**31 - 1, (), dtype=torch.int64)
+
+
+def _no_grad(like: torch.Tensor) -> torch.Tensor:
+    """The empty (0,) placeholder a custom op returns for a gradient nobody asked for (ops return tensors)."""
+    return like.new_empty(0)
+
+
+@torch.library.custom_op("ernievil_ds_kernels::co_attention_fwd", mutates_args=())
+def _co_attention_fwd_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    key_bias: torch.Tensor | None,
+    scale: float,
+    dropout_p: float,
+    seed: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``co_attention_forward`` as an operator that ``torch.compile`` keeps whole (the Triton launch, and
+    the seed read on the host, stay out of the traced graph)."""
+    return co_attention_forward(query, key, value, bias, key_bias, scale, dropout_p, int(seed))
+
+
+@_co_attention_fwd_op.register_fake
+def _(query, key, value, bias, key_bias, scale, dropout_p, seed):
+    return _forward_outputs(query)
+
+
+@torch.library.custom_op("ernievil_ds_kernels::co_attention_bwd", mutates_args=())
+def _co_attention_bwd_op(
+    grad_out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    bias: torch.Tensor | None,
+    key_bias: torch.Tensor | None,
+    scale: float,
+    dropout_p: float,
+    seed: torch.Tensor,
+    bias_grad: bool,
+    key_bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``co_attention_backward`` as an operator: dq, dk, dv, and the bias gradients or (0,) placeholders."""
+    dq, dk, dv, dbias, dkey_bias = co_attention_backward(
+        grad_out, query, key, value, out, lse, bias, key_bias, scale, dropout_p, int(seed),
+        bias_grad=bias_grad, key_bias_grad=key_bias_grad,
+    )  # fmt: skip
+    return (
+        dq,
+        dk,
+        dv,
+        _no_grad(query) if dbias is None else dbias,
+        _no_grad(query) if dkey_bias is None else dkey_bias,
+    )
+
+
+@_co_attention_bwd_op.register_fake
+def _(
+    grad_out, query, key, value, out, lse, bias, key_bias, scale, dropout_p, seed, bias_grad, key_bias_grad
+):
+    dbias = torch.empty_like(bias) if bias_grad else _no_grad(query)
+    dkey_bias = torch.empty_like(key_bias) if key_bias_grad else _no_grad(query)
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value), dbias, dkey_bias
 
 
 class CoAttentionFunction(torch.autograd.Function):
     """``co_attention(query, key, value, bias, key_bias, scale, dropout_p, seed)``, differentiable in
-    query, key, value, bias and key_bias. ``seed=None`` draws one with ``draw_seed`` when dropout is on."""
+    query, key, value, bias and key_bias. ``seed`` (an int or a () int64 tensor); ``None`` draws one with
+    ``draw_seed`` when dropout is on. Forward and backward run as custom operators, so that
+    ``torch.compile`` traces a model through it without a graph break."""
 
     @staticmethod
     def forward(ctx, query, key, value, bias=None, key_bias=None, scale=None, dropout_p=0.0, seed=None):
+        # Checked here too: the op's own checks do not run on the fake tensors torch.compile traces with.
+        _validate(query, key, value, bias, key_bias, dropout_p)
+        scale = query.shape[-1] ** -0.5 if scale is None else float(scale)
         if seed is None:
             seed = draw_seed() if dropout_p > 0.0 else 0
-        out, lse = co_attention_forward(query, key, value, bias, key_bias, scale, dropout_p, seed)
-        ctx.save_for_backward(query, key, value, bias, key_bias, out, lse)
-        ctx.scale, ctx.dropout_p, ctx.seed = scale, dropout_p, seed
+        seed = torch.as_tensor(seed, dtype=torch.int64)
+        out, lse = _co_attention_fwd_op(query, key, value, bias, key_bias, scale, float(dropout_p), seed)
+        ctx.save_for_backward(query, key, value, bias, key_bias, out, lse, seed)
+        ctx.scale, ctx.dropout_p = scale, float(dropout_p)
         return out  # (B, H, M, D)
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, bias, key_bias, out, lse = ctx.saved_tensors
-        dq, dk, dv, dbias, dkey_bias = co_attention_backward(
-            grad_out, query, key, value, out, lse, bias, key_bias, ctx.scale, ctx.dropout_p, ctx.seed,
-            bias_grad=bias is not None and ctx.needs_input_grad[3],
-            key_bias_grad=key_bias is not None and ctx.needs_input_grad[4],
+        query, key, value, bias, key_bias, out, lse, seed = ctx.saved_tensors
+        bias_grad = bias is not None and ctx.needs_input_grad[3]
+        key_bias_grad = key_bias is not None and ctx.needs_input_grad[4]
+        dq, dk, dv, dbias, dkey_bias = _co_attention_bwd_op(
+            grad_out, query, key, value, out, lse, bias, key_bias, ctx.scale, ctx.dropout_p, seed,
+            bias_grad, key_bias_grad,
         )  # fmt: skip
-        return dq, dk, dv, dbias, dkey_bias, None, None, None
+        return (
+            dq,
+            dk,
+            dv,
+            dbias if bias_grad else None,
+            dkey_bias if key_bias_grad else None,
+            None,
+            None,
+            None,
+        )
 
 
 def co_attention(

@@ -227,17 +227,88 @@ def masked_token_loss_backward(
     return grad_hidden, grad_weight, grad_bias
 
 
+@torch.library.custom_op("ernievil_ds_kernels::masked_token_loss_fwd", mutates_args=())
+def _masked_token_loss_fwd_op(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    ignore_index: int,
+    chunk_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``masked_token_loss_forward`` as an operator that ``torch.compile`` keeps whole."""
+    return masked_token_loss_forward(hidden, weight, bias, labels, ignore_index, chunk_size)
+
+
+@_masked_token_loss_fwd_op.register_fake
+def _(hidden, weight, bias, labels, ignore_index, chunk_size):
+    loss = hidden.new_empty(hidden.shape[0], dtype=torch.float32)  # (N,)
+    return loss, torch.empty_like(loss)
+
+
+@torch.library.custom_op("ernievil_ds_kernels::masked_token_loss_bwd", mutates_args=())
+def _masked_token_loss_bwd_op(
+    grad_loss: torch.Tensor,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    lse: torch.Tensor,
+    ignore_index: int,
+    chunk_size: int | None,
+    hidden_grad: bool,
+    weight_grad: bool,
+    bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``masked_token_loss_backward`` as an operator; a gradient not asked for is an empty (0,) tensor."""
+    grads = masked_token_loss_backward(
+        grad_loss,
+        hidden,
+        weight,
+        bias,
+        labels,
+        lse,
+        ignore_index,
+        chunk_size,
+        hidden_grad,
+        weight_grad,
+        bias_grad,
+    )
+    return tuple(hidden.new_empty(0) if grad is None else grad for grad in grads)
+
+
+@_masked_token_loss_bwd_op.register_fake
+def _(
+    grad_loss,
+    hidden,
+    weight,
+    bias,
+    labels,
+    lse,
+    ignore_index,
+    chunk_size,
+    hidden_grad,
+    weight_grad,
+    bias_grad,
+):
+    asked = ((hidden, hidden_grad), (weight, weight_grad), (bias, bias_grad))
+    return tuple(torch.empty_like(x) if wanted else hidden.new_empty(0) for x, wanted in asked)
+
+
 class MaskedTokenLossFunction(torch.autograd.Function):
     """``masked_token_loss(hidden, weight, bias, labels, reduction="none", ignore_index=-100,
     chunk_size=None)``: the float32 cross-entropy of each position (``reduction="none"``, 0 at ignored
     positions), their sum, or their mean over the non-ignored positions; differentiable in hidden, weight
-    and bias."""
+    and bias. Forward and backward run as custom operators, so that ``torch.compile`` traces through it
+    without a graph break."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, reduction="none", ignore_index=-100, chunk_size=None):
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
-        loss, lse = masked_token_loss_forward(hidden, weight, bias, labels, ignore_index, chunk_size)
+        # Checked here too: the op's own checks do not run on the fake tensors torch.compile traces with.
+        _validate(hidden, weight, bias, labels)
+        loss, lse = _masked_token_loss_fwd_op(hidden, weight, bias, labels, ignore_index, chunk_size)
         count = (labels != ignore_index).sum()  # a tensor: no synchronisation
         ctx.save_for_backward(hidden, weight, bias, labels, lse, count)
         ctx.reduction, ctx.ignore_index, ctx.chunk_size = reduction, ignore_index, chunk_size
@@ -251,12 +322,15 @@ class MaskedTokenLossFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         hidden, weight, bias, labels, lse, count = ctx.saved_tensors
         grad_loss = grad_output / count if ctx.reduction == "mean" else grad_output  # (N,) or ()
-        grad_hidden, grad_weight, grad_bias = masked_token_loss_backward(
-            grad_loss, hidden, weight, bias, labels, lse, ctx.ignore_index, ctx.chunk_size,
-            hidden_grad=ctx.needs_input_grad[0],
-            weight_grad=ctx.needs_input_grad[1],
-            bias_grad=bias is not None and ctx.needs_input_grad[2],
-        )  # fmt: skip
+        asked = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            bias is not None and ctx.needs_input_grad[2],
+        )
+        grads = _masked_token_loss_bwd_op(
+            grad_loss, hidden, weight, bias, labels, lse, ctx.ignore_index, ctx.chunk_size, *asked
+        )
+        grad_hidden, grad_weight, grad_bias = (grad if wanted else None for grad, wanted in zip(grads, asked))
         return grad_hidden, grad_weight, grad_bias, None, None, None, None
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import deepspeed
 
-from ernievil_ds.distributed import setup_logging
+from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import run_command
 from ernievil_ds.training.arguments import parse_pretrain_arguments
+from ernievil_ds.training.dispatch import compile_engine
 from ernievil_ds.training.pretrain import PretrainingRun
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -29,10 +30,23 @@ RECIPES = Path(__file__).resolve().parent / "recipes"
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
 
 
+def import_kernels() -> None:
+    """Import the Triton kernels, which registers them as attention and loss "triton" (``auto`` then
+    considers them); without Triton or its driver the run goes on with PyTorch's, and says why."""
+    try:
+        import ernievil_ds_kernels  # noqa: F401
+    except Exception as error:  # any failure means: no Triton kernels in this run
+        if dist_info().is_main:
+            print(
+                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_pretrain_arguments(argv, recipes_dir=RECIPES)
     setup_logging()
     deepspeed.init_distributed()  # NCCL on GPUs, gloo on the CPU accelerator
+    import_kernels()
     run = PretrainingRun.prepare(args)
     engine, _, _, _ = deepspeed.initialize(
         model=run.model,
@@ -42,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         lr_scheduler=run.lr_scheduler(),
         config=run.ds_config,
     )
+    if args.compile:
+        compile_engine(engine, args.compile_backend)
     run.train(engine)
     return 0
 

@@ -79,6 +79,35 @@ def add_static_shape_arguments(data: argparse._ArgumentGroup) -> None:
     )
 
 
+def add_kernel_arguments(group: argparse._ArgumentGroup) -> None:
+    """``--attn-implementation``, ``--masked-token-loss`` and ``--compile`` (``training.dispatch``)."""
+    group.add_argument(
+        "--attn-implementation",
+        default="auto",
+        choices=["auto", "eager", "sdpa", "triton"],
+        help="auto (default): the fused Triton co-attention on CUDA GPUs of sm_80 or more, sdpa elsewhere",
+    )
+    group.add_argument(
+        "--masked-token-loss",
+        default="auto",
+        choices=["auto", "torch", "triton"],
+        help="auto (default): the fused Triton masked-token loss on CUDA GPUs of sm_80 or more, torch "
+        "elsewhere",
+    )
+    group.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torch.compile the model (with ZeRO, through DeepSpeed's engine.compile)",
+    )
+    group.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="the torch.compile backend with --compile (default inductor; aot_eager traces without "
+        "generating code)",
+    )
+
+
 def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The pretraining command line (DeepSpeed's own ``--deepspeed CONFIG`` and ``--local_rank`` included)."""
     ds = parser.add_argument_group("DeepSpeed")
@@ -121,7 +150,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="keep the word embeddings (and the token head tied to them) fixed: with a pretrained text "
         "stream they are already good, and ZeRO then neither reduces nor updates the vocabulary matrix",
     )
-    model.add_argument("--attn-implementation", default="sdpa", choices=["eager", "sdpa"])
+    add_kernel_arguments(model)
     model.add_argument("--loss-weights", type=loss_weights_argument, help="JSON, e.g. '{\"itm\": 0.5}'")
 
     data = parser.add_argument_group("data")

@@ -67,7 +67,10 @@ def run_cloze(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for, but this PyTorch sees no CUDA GPU")
-    model = AutoModelForPreTraining.from_pretrained(model_dir).to(device)
+    # The cloze reads the logits, which a fused masked-token loss never forms.
+    model = AutoModelForPreTraining.from_pretrained(model_dir, masked_token_loss_implementation="torch").to(
+        device
+    )
     tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else None)
     dataset = load_pretraining_split(data_dir, split)
     return cloze_accuracy(model, tokenizer, dataset, batch_size=batch_size, max_examples=max_examples)

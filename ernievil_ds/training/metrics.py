@@ -58,11 +58,20 @@ class LossAverager:
         self.counts = torch.zeros(len(LOSS_NAMES), dtype=torch.float64, device=self.device)
 
     def update(self, outputs) -> None:
+        """Add the losses of one micro-batch; a task absent from it (loss None, or NaN: targets passed but
+        none in this batch) is not counted, while a NaN total ``loss`` is (it shows a divergence).
+        On-device, without a host sync."""
         for i, name in enumerate(LOSS_NAMES):
             value = outputs.get(name)
             if value is not None:
-                self.sums[i] += value.detach().to(self.device, torch.float64)
-                self.counts[i] += 1
+                value = value.detach().to(self.device, torch.float64)
+                present = (
+                    ~torch.isnan(value)
+                    if name != "loss"
+                    else torch.ones((), dtype=torch.bool, device=self.device)
+                )
+                self.sums[i] += torch.where(present, value, 0.0)
+                self.counts[i] += present
 
     def compute(self) -> dict[str, float]:
         """Per-task mean over everything seen since ``reset`` on every rank (collective when distributed)."""

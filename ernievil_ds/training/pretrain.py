@@ -41,6 +41,7 @@ from ernievil_ds.distributed import barrier, dist_info, get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
 from ernievil_ds.training.checkpoint import complete_checkpoints, load_latest_checkpoint, save_checkpoint
+from ernievil_ds.training.dispatch import current_device, resolve_kernel_arguments
 from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
 from ernievil_ds.training.metrics import LossAverager, MetricsWriter, ThroughputMeter
 from ernievil_ds.training.schedules import noam_schedule
@@ -77,6 +78,7 @@ def build_model(args: argparse.Namespace) -> ErnieVilForPreTraining:
     """The pretraining model of ``build_config``, optionally with a BERT-initialised text stream."""
     config = build_config(args)
     config._attn_implementation = args.attn_implementation
+    config.masked_token_loss_implementation = args.masked_token_loss
     model = AutoModelForPreTraining.from_config(config)
     if args.init_text_from != "none":
         from ernievil_ds.assets import minilm_dir
@@ -304,6 +306,7 @@ class PretrainingRun:
             itm_negative_prob=args.itm_negative_prob,
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
+        resolve_kernel_arguments(args, current_device(), log=info.is_main)
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)

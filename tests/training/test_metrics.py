@@ -9,7 +9,10 @@ from ernievil_ds.training.metrics import LossAverager
 
 def test_loss_averager_means_each_task_over_the_batches_that_have_it():
     averager = LossAverager(torch.device("cpu"))
-    averager.update({"loss": torch.tensor(4.0), "mlm_loss": torch.tensor(1.0), "itm_loss": None})
+    nan = torch.tensor(math.nan)  # a task whose targets were passed but mark nothing in this batch
+    averager.update(
+        {"loss": torch.tensor(4.0), "mlm_loss": torch.tensor(1.0), "itm_loss": None, "sgp_relation_loss": nan}
+    )
     averager.update({"loss": torch.tensor(2.0, dtype=torch.float16), "itm_loss": torch.tensor(0.5)})
     averager.update({"loss": torch.tensor(3.0), "mlm_loss": torch.tensor(2.0)})
 

@@ -1,0 +1,75 @@
+"""torch.compile traces the pretraining forward, losses included, as one graph: no graph break for the
+paper's presets and the grounded one, with eager and SDPA attention, and the compiled model's loss and
+gradients equal the uncompiled model's (the Triton attention and loss:
+tests/kernels/test_model_kernels.py)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import AutoModelForPreTraining
+
+from tests.conftest import make_batch, preset_config
+
+
+@pytest.fixture(autouse=True)
+def dynamic_output_shapes(monkeypatch):
+    """The heads run on the positions a batch selects: a size known only at run time, which the compiler
+    traces once this is on (``training.dispatch.compile_engine`` turns it on too)."""
+    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
+    torch._dynamo.reset()
+
+
+def pretraining_loss(model):
+    return lambda **batch: model(**batch).loss
+
+
+def uninitialised_model(config):
+    """The pretraining model without its initialisation (seconds instead of minutes for ``base`` on a CPU):
+    the graph does not depend on the weights' values."""
+    with torch.device("meta"):
+        model = AutoModelForPreTraining.from_config(config)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.02)
+    return model.train()
+
+
+@pytest.mark.parametrize(
+    ("preset", "attention"),
+    [("tiny", "eager"), ("tiny", "sdpa"), ("tiny-grounded", "sdpa"), ("base", "sdpa")],
+)
+def test_the_pretraining_forward_and_loss_compile_without_a_graph_break(preset, attention):
+    config = preset_config(preset)
+    config._attn_implementation = attention
+    model = uninitialised_model(config)
+    batch = make_batch(config, text_len=8, num_regions=5)
+    explanation = torch._dynamo.explain(pretraining_loss(model))(**batch)
+    reasons = [reason.reason for reason in explanation.break_reasons]
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1, reasons
+
+
+@pytest.mark.parametrize("blanked", [False, True], ids=["every task", "only itm has something to score"])
+def test_the_compiled_model_gives_the_uncompiled_loss_outputs_and_gradients(grounded_config, blanked):
+    """Through AOTAutograd (the ``aot_eager`` backend: the graphs inductor would compile, run by PyTorch),
+    forward and backward, also on batches where a task has nothing to score."""
+    torch.manual_seed(0)
+    model = AutoModelForPreTraining.from_config(grounded_config).train()
+    reference = copy.deepcopy(model)
+    batch = make_batch(grounded_config)
+    if blanked:  # targets passed, marking nothing: token, region and grounding losses are NaN-reported zeros
+        batch["masked_regions"][:] = False
+        batch["labels"][:] = -100
+        batch["region_word_targets"][:] = -100
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    outputs, expected = compiled(**batch), reference(**batch)
+    outputs.loss.backward()
+    expected.loss.backward()
+    assert outputs.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(outputs[name], expected[name], equal_nan=True, msg=name)
+    for name, parameter in reference.named_parameters():
+        torch.testing.assert_close(model.get_parameter(name).grad, parameter.grad, msg=name)
