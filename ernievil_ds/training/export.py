@@ -41,7 +41,10 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
     tag_dir = resolve_checkpoint(checkpoint)
     output_dir = require_output_dir(Path(output_dir), "export folder")
     state_dict = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
-    model = AutoModelForPreTraining.from_config(AutoConfig.from_pretrained(tag_dir))
+    config = AutoConfig.from_pretrained(tag_dir)
+    # The fused loss is a choice of the run's device, not of the model: the exported one runs anywhere.
+    config.masked_token_loss_implementation = "torch"
+    model = AutoModelForPreTraining.from_config(config)
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     tied = set(model._tied_weights_keys)
     if set(missing) - tied or unexpected:
