@@ -20,10 +20,14 @@ from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
 from ernievil_ds.finetuning.synth_qa import (
     ANSWERS,
+    COUNTS,
     QUESTION_TYPES,
+    SynthQuestion,
+    balanced_count_questions,
     colour_questions,
     count_questions,
     relation_questions,
+    sample_examples,
     yes_no_questions,
 )
 from ernievil_ds.training.metrics import read_metrics
@@ -169,3 +173,30 @@ def test_count_questions_draw_one_colour_per_count():
     assert questions[2].question == "how many red objects are there?"
     absent = questions[0].question.split()[2]
     assert absent in COLOURS and absent not in ("red", "blue")
+
+
+def test_count_questions_leave_out_counts_beyond_the_answers():
+    objects = [scene_object(noun, "red", (10 * k, 0, 10 * k + 5, 10)) for k, noun in enumerate(NOUNS[:3])]
+    assert [q.answer for q in count_questions(objects, np.random.default_rng(0))] == ["0"]
+
+
+def test_balanced_count_questions_give_every_answer_equally_often():
+    def offers(*answers):
+        return [SynthQuestion(f"how many {answer}?", answer, "count") for answer in answers]
+
+    # Only the first scene offers "2": each answer goes to one scene, and "2" to that one.
+    candidates = [offers("0", "1", "2"), offers("0", "1"), offers("0", "1"), offers("0")]
+    chosen = balanced_count_questions(candidates, np.random.default_rng(0))
+    assert chosen[0].answer == "2"
+    asked = [q for q in chosen if q is not None]
+    assert sorted(q.answer for q in asked) == list(COUNTS)
+    assert all(q is None or q in offered for q, offered in zip(chosen, candidates))
+
+
+def test_synth_qa_count_answers_are_balanced():
+    from ernievil_ds.data import load_tokenizer
+
+    examples = sample_examples(60, 0, load_tokenizer())
+    answers = [ANSWERS[int(e["labels"].argmax())] for e in examples if QUESTION_TYPES[e["kind"]] == "count"]
+    assert sorted(set(answers)) == list(COUNTS)
+    assert len(answers) == len(COUNTS) * answers.count("2") > 0
