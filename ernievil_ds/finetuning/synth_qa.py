@@ -101,23 +101,29 @@ def count_questions(objects, rng: np.random.Generator) -> list[SynthQuestion]:
 def balanced_count_questions(
     candidates: list[list[SynthQuestion]], rng: np.random.Generator
 ) -> list[SynthQuestion | None]:
-    """At most one count question per scene, every answer of ``COUNTS`` given to equally many scenes.
+    """At most one count question per scene, every answer of ``COUNTS`` that some scene offers given to
+    equally many scenes (a set of a few scenes may offer no "2"; it still gets its "0" and "1").
 
     Args:
         candidates: per scene, its ``count_questions`` (one per askable count).
 
     Returns:
         per scene, its count question or None. The answers are placed rarest first, each on scenes drawn by
-        ``rng`` among those offering it and still free, as many as the rarest answer can have.
+        ``rng`` among those offering it and still free, as many as the rarest answer can have (at most
+        a share of the scenes).
     """
     offering = {answer: [] for answer in COUNTS}  # answer -> [(scene, question)]
     for scene, questions in enumerate(candidates):
         for question in questions:
             offering[question.answer].append((scene, question))
+    offered = [answer for answer in COUNTS if offering[answer]]
     chosen: list[SynthQuestion | None] = [None] * len(candidates)
+    if not offered:
+        return chosen
     placed: dict[str, list[int]] = {}
-    per_answer = min(len(offering[answer]) for answer in COUNTS)
-    for answer in sorted(COUNTS, key=lambda a: len(offering[a])):
+    # No more per answer than the rarest answer has, nor than the scenes can hold with one question each.
+    per_answer = min(min(len(offering[answer]) for answer in offered), len(candidates) // len(offered))
+    for answer in sorted(offered, key=lambda a: len(offering[a])):
         free = [(scene, q) for scene, q in offering[answer] if chosen[scene] is None]
         picks = rng.permutation(len(free))[:per_answer]
         placed[answer] = [free[i][0] for i in picks]

@@ -191,6 +191,12 @@ def test_balanced_count_questions_give_every_answer_equally_often():
     asked = [q for q in chosen if q is not None]
     assert sorted(q.answer for q in asked) == list(COUNTS)
     assert all(q is None or q in offered for q, offered in zip(chosen, candidates))
+    # No scene offers "2": the other answers are still asked, equally often.
+    chosen = balanced_count_questions(candidates[1:], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen if q is not None) == ["0", "1"]
+    # Two scenes that both offer "0" and "1": one of each, not both "0" and then no "1" left.
+    chosen = balanced_count_questions([offers("0", "1"), offers("0", "1")], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen) == ["0", "1"]
 
 
 def test_synth_qa_count_answers_are_balanced():
