@@ -14,10 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ernievil_ds.configuration_ernievil import ErnieVilConfig
 from ernievil_ds.data.synth import COLOURS, NOUNS, RELATIONS, SynthObject, spatial_relation
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
-from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
+from ernievil_ds.finetuning.loop import FinetuneSettings, FinetuningRun, finetune
 from ernievil_ds.finetuning.synth_qa import (
     ANSWERS,
     COUNTS,
@@ -125,6 +126,25 @@ def test_two_processes_under_accelerate_launch(tmp_path):
     assert settings["accelerate"] == {"distributed_type": "MULTI_CPU", "num_processes": 2}
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4]
     assert done.stdout.count("eval_accuracy=") == 1  # printed by the main process only
+
+
+def test_a_saved_model_trains_in_training_mode(tmp_path):
+    """``from_pretrained`` returns a model in eval mode; the loop must switch dropout on for training."""
+    labels = {"id2label": dict(enumerate(ANSWERS)), "label2id": {a: i for i, a in enumerate(ANSWERS)}}
+    ErnieVilForVisualQuestionAnswering(ErnieVilConfig.from_preset("tiny", **labels)).save_pretrained(
+        tmp_path / "saved"
+    )
+    run = FinetuningRun(tiny_settings(tmp_path / "run", model=tmp_path / "saved", preset=None, steps=2))
+    modes = []
+    run.accelerator.unwrap_model(run.model).classifier.register_forward_pre_hook(
+        lambda module, args: modes.append(module.training)
+    )
+    try:
+        run.train()
+    finally:
+        run.close()
+    assert modes[: 2 * run.settings.gradient_accumulation_steps] == [True] * 4  # the training forwards
+    assert modes[-1] is False  # the final evaluation
 
 
 def scene_object(noun: str, colour: str, box: tuple) -> SynthObject:
