@@ -250,6 +250,7 @@ class FinetuningRun:
         save the last checkpoint and the model (``hf_model/``); returns the final evaluation."""
         settings = self.settings
         step = self.resume() if settings.resume else 0
+        self.model.train()  # from_pretrained returns a model in eval mode: its dropout would stay off
         progress = tqdm(
             total=settings.steps,
             initial=step,

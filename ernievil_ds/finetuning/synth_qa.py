@@ -8,9 +8,10 @@ Four question types, each drawn so that the question alone tells little:
   asked when exactly one object is), one of the 10 nouns;
 - ``yes_no``: "is the lamp on the cube?" -> "yes" for the pair's relation, "no" for another relation
   drawn at random, half and half;
-- ``count``: "how many red objects are there?" -> "0" .. "4", the count drawn uniformly among the counts
-  the scene's colours have (then a colour with that count), so that "0" (most colours are absent from a
-  scene) is not the answer to most of them.
+- ``count``: "how many red objects are there?" -> "0", "1" or "2", each the answer to a third of the count
+  questions of a set of scenes (``balanced_count_questions``): per scene "0" is almost always askable
+  (most colours are absent) and "2" in a third of the scenes, so a count drawn per scene would let the
+  question alone answer "0" half the time. A colour on three objects (2% of scenes) is not asked about.
 
 Each scene gets up to one question of each type; answers are VQA soft scores (1 for the right answer, 0
 for the others), for the VQA head and metric. Shape legend: N regions of an image, A answers, T tokens.
@@ -32,9 +33,8 @@ from ernievil_ds.data.synth import (
     spatial_relation,
 )
 
-#: A scene holds at most this many objects (``sample_scene``).
-MAX_OBJECTS = 4
-COUNTS = tuple(str(n) for n in range(MAX_OBJECTS + 1))
+#: The counts asked about (see the module docstring).
+COUNTS = ("0", "1", "2")
 #: The answer vocabulary: every colour, every noun, yes and no, every count.
 ANSWERS = (*COLOURS, *NOUNS, "yes", "no", *COUNTS)
 QUESTION_TYPES = ("colour", "relation", "yes_no", "count")
@@ -87,24 +87,63 @@ def yes_no_questions(objects, image_size: tuple[int, int], rng: np.random.Genera
 
 
 def count_questions(objects, rng: np.random.Generator) -> list[SynthQuestion]:
-    """One "how many <colour> objects are there?" per count that some colour has in the scene (0 included),
-    each about a colour with that count drawn by ``rng``."""
+    """One "how many <colour> objects are there?" per count of ``COUNTS`` that some colour has in the scene
+    (0 included), each about a colour with that count drawn by ``rng``."""
     counts = np.bincount([o.colour for o in objects], minlength=len(COLOURS))  # (colours,)
     questions = []
-    for count in np.unique(counts):
+    for count in np.unique(counts[counts < len(COUNTS)]):
         with_count = np.flatnonzero(counts == count)
         colour = COLOURS[int(with_count[int(rng.integers(len(with_count)))])]
         questions.append(SynthQuestion(f"how many {colour} objects are there?", str(count), "count"))
     return questions
 
 
+def balanced_count_questions(
+    candidates: list[list[SynthQuestion]], rng: np.random.Generator
+) -> list[SynthQuestion | None]:
+    """At most one count question per scene, every answer of ``COUNTS`` that some scene offers given to
+    equally many scenes (a set of a few scenes may offer no "2"; it still gets its "0" and "1").
+
+    Args:
+        candidates: per scene, its ``count_questions`` (one per askable count).
+
+    Returns:
+        per scene, its count question or None. The answers are placed rarest first, each on scenes drawn by
+        ``rng`` among those offering it and still free, as many as the rarest answer can have (at most
+        a share of the scenes).
+    """
+    offering = {answer: [] for answer in COUNTS}  # answer -> [(scene, question)]
+    for scene, questions in enumerate(candidates):
+        for question in questions:
+            offering[question.answer].append((scene, question))
+    offered = [answer for answer in COUNTS if offering[answer]]
+    chosen: list[SynthQuestion | None] = [None] * len(candidates)
+    if not offered:
+        return chosen
+    placed: dict[str, list[int]] = {}
+    # No more per answer than the rarest answer has, nor than the scenes can hold with one question each.
+    per_answer = min(min(len(offering[answer]) for answer in offered), len(candidates) // len(offered))
+    for answer in sorted(offered, key=lambda a: len(offering[a])):
+        free = [(scene, q) for scene, q in offering[answer] if chosen[scene] is None]
+        picks = rng.permutation(len(free))[:per_answer]
+        placed[answer] = [free[i][0] for i in picks]
+        for i in picks:
+            chosen[free[i][0]] = free[i][1]
+    # Scenes taken by rarer answers can leave a later one short: trim every answer to the smallest.
+    fewest = min(len(scenes) for scenes in placed.values())
+    for scenes in placed.values():
+        for scene in scenes[fewest:]:
+            chosen[scene] = None
+    return chosen
+
+
 def scene_questions(objects, image_size: tuple[int, int], rng: np.random.Generator) -> list[SynthQuestion]:
-    """Up to one question of each type about a scene, each drawn uniformly among its candidates."""
+    """Up to one colour, relation and yes/no question about a scene, each drawn uniformly among its
+    candidates (count questions are drawn over a set of scenes: ``balanced_count_questions``)."""
     candidates_by_type = (
         colour_questions(objects),
         relation_questions(objects, image_size),
         yes_no_questions(objects, image_size, rng),
-        count_questions(objects, rng),
     )
     return [candidates[int(rng.integers(len(candidates)))] for candidates in candidates_by_type if candidates]
 
@@ -116,12 +155,20 @@ def sample_examples(num_images: int, seed: int, tokenizer) -> list[dict]:
     ``image_size`` (width, height), ``labels`` (A,) soft scores and ``kind`` (index in QUESTION_TYPES).
     """
     rng = np.random.default_rng(seed)
-    examples = []
+    scenes, questions, count_candidates = [], [], []
     for _ in range(num_images):
         image_size, objects, _facts = sample_scene(rng)
         attributes = np.array([(o.noun, o.colour, o.size, o.material) for o in objects])
         features, _class_distributions = detector_features(attributes, rng)
-        for question in scene_questions(objects, image_size, rng):
+        scenes.append((image_size, objects, features))
+        questions.append(scene_questions(objects, image_size, rng))
+        count_candidates.append(count_questions(objects, rng))
+    for asked, count in zip(questions, balanced_count_questions(count_candidates, rng)):
+        if count is not None:
+            asked.append(count)
+    examples = []
+    for (image_size, objects, features), asked in zip(scenes, questions):
+        for question in asked:
             labels = np.zeros(len(ANSWERS), dtype=np.float32)
             labels[ANSWERS.index(question.answer)] = 1.0
             examples.append(
@@ -169,6 +216,7 @@ __all__ = [
     "ANSWERS",
     "QUESTION_TYPES",
     "SynthQuestion",
+    "balanced_count_questions",
     "collate_questions",
     "colour_questions",
     "count_questions",

@@ -14,16 +14,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ernievil_ds.configuration_ernievil import ErnieVilConfig
 from ernievil_ds.data.synth import COLOURS, NOUNS, RELATIONS, SynthObject, spatial_relation
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
-from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
+from ernievil_ds.finetuning.loop import FinetuneSettings, FinetuningRun, finetune
 from ernievil_ds.finetuning.synth_qa import (
     ANSWERS,
+    COUNTS,
     QUESTION_TYPES,
+    SynthQuestion,
+    balanced_count_questions,
     colour_questions,
     count_questions,
     relation_questions,
+    sample_examples,
     yes_no_questions,
 )
 from ernievil_ds.training.metrics import read_metrics
@@ -124,6 +129,25 @@ def test_two_processes_under_accelerate_launch(tmp_path):
     assert done.stdout.count("eval_accuracy=") == 1  # printed by the main process only
 
 
+def test_a_saved_model_trains_in_training_mode(tmp_path):
+    """``from_pretrained`` returns a model in eval mode; the loop must switch dropout on for training."""
+    labels = {"id2label": dict(enumerate(ANSWERS)), "label2id": {a: i for i, a in enumerate(ANSWERS)}}
+    ErnieVilForVisualQuestionAnswering(ErnieVilConfig.from_preset("tiny", **labels)).save_pretrained(
+        tmp_path / "saved"
+    )
+    run = FinetuningRun(tiny_settings(tmp_path / "run", model=tmp_path / "saved", preset=None, steps=2))
+    modes = []
+    run.accelerator.unwrap_model(run.model).classifier.register_forward_pre_hook(
+        lambda module, args: modes.append(module.training)
+    )
+    try:
+        run.train()
+    finally:
+        run.close()
+    assert modes[: 2 * run.settings.gradient_accumulation_steps] == [True] * 4  # the training forwards
+    assert modes[-1] is False  # the final evaluation
+
+
 def scene_object(noun: str, colour: str, box: tuple) -> SynthObject:
     return SynthObject(NOUNS.index(noun), COLOURS.index(colour), 0, 0, box)
 
@@ -170,3 +194,36 @@ def test_count_questions_draw_one_colour_per_count():
     assert questions[2].question == "how many red objects are there?"
     absent = questions[0].question.split()[2]
     assert absent in COLOURS and absent not in ("red", "blue")
+
+
+def test_count_questions_leave_out_counts_beyond_the_answers():
+    objects = [scene_object(noun, "red", (10 * k, 0, 10 * k + 5, 10)) for k, noun in enumerate(NOUNS[:3])]
+    assert [q.answer for q in count_questions(objects, np.random.default_rng(0))] == ["0"]
+
+
+def test_balanced_count_questions_give_every_answer_equally_often():
+    def offers(*answers):
+        return [SynthQuestion(f"how many {answer}?", answer, "count") for answer in answers]
+
+    # Only the first scene offers "2": each answer goes to one scene, and "2" to that one.
+    candidates = [offers("0", "1", "2"), offers("0", "1"), offers("0", "1"), offers("0")]
+    chosen = balanced_count_questions(candidates, np.random.default_rng(0))
+    assert chosen[0].answer == "2"
+    asked = [q for q in chosen if q is not None]
+    assert sorted(q.answer for q in asked) == list(COUNTS)
+    assert all(q is None or q in offered for q, offered in zip(chosen, candidates))
+    # No scene offers "2": the other answers are still asked, equally often.
+    chosen = balanced_count_questions(candidates[1:], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen if q is not None) == ["0", "1"]
+    # Two scenes that both offer "0" and "1": one of each, not both "0" and then no "1" left.
+    chosen = balanced_count_questions([offers("0", "1"), offers("0", "1")], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen) == ["0", "1"]
+
+
+def test_synth_qa_count_answers_are_balanced():
+    from ernievil_ds.data import load_tokenizer
+
+    examples = sample_examples(60, 0, load_tokenizer())
+    answers = [ANSWERS[int(e["labels"].argmax())] for e in examples if QUESTION_TYPES[e["kind"]] == "count"]
+    assert sorted(set(answers)) == list(COUNTS)
+    assert len(answers) == len(COUNTS) * answers.count("2") > 0
