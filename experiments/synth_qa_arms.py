@@ -30,7 +30,7 @@ from ernievil_ds.text_init import init_text_stream_from_bert
 
 #: The demo's fine-tuning settings (the flags of the command in docs/finetuning.md).
 DEMO_SETTINGS = {
-    "steps": 300,
+    "steps": 600,
     "batch_size": 32,
     "learning_rate": 1e-4,
     "warmup_steps": 20,
@@ -48,8 +48,11 @@ def save_text_only_model(sgp_model: Path, output_dir: Path) -> Path:
     return output_dir
 
 
-def run_arm(arm: str, models: dict[str, Path], seed: int, output_dir: Path) -> tuple[dict[str, float], float]:
-    """Fine-tune one arm with one seed; returns its final evaluation and its wall time in seconds."""
+def run_arm(
+    arm: str, models: dict[str, Path], seed: int, output_dir: Path, steps: int
+) -> tuple[dict[str, float], float]:
+    """Fine-tune one arm with one seed for ``steps`` optimiser steps; returns its final evaluation and its
+    wall time in seconds."""
     settings = FinetuneSettings(
         task="synth_qa",
         output_dir=output_dir,
@@ -57,7 +60,7 @@ def run_arm(arm: str, models: dict[str, Path], seed: int, output_dir: Path) -> t
         seed=seed,
         zero_image_features=arm == "question_only",
         log_every=50,
-        **DEMO_SETTINGS,
+        **{**DEMO_SETTINGS, "steps": steps},
     )
     start = time.perf_counter()
     result = finetune(settings)
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("sgp_model", type=Path, help="the SGP-pretrained hf_model/")
     parser.add_argument("no_sgp_model", type=Path, help="the --no-sgp pretrained hf_model/")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=int, default=DEMO_SETTINGS["steps"], help="optimiser steps per run")
     args = parser.parse_args()
     results, seconds = {}, {}
     with tempfile.TemporaryDirectory(prefix="synth_qa_arms-") as scratch:
@@ -98,7 +102,9 @@ def main() -> None:
         }
         for seed in args.seeds:
             for arm in ARMS:
-                results[arm, seed], seconds[arm, seed] = run_arm(arm, models, seed, scratch / f"{arm}-{seed}")
+                results[arm, seed], seconds[arm, seed] = run_arm(
+                    arm, models, seed, scratch / f"{arm}-{seed}", args.steps
+                )
                 print(f"{arm} seed {seed}: {results[arm, seed]} in {seconds[arm, seed]:.0f} s", flush=True)
     print(markdown_tables(results, args.seeds))
     print("\nwall time (s): " + ", ".join(f"{arm} seed {s} {t:.0f}" for (arm, s), t in seconds.items()))
