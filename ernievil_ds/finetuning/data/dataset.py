@@ -52,8 +52,12 @@ class FineTuningDataset(torch.utils.data.Dataset):
         return len(self._example_rows)
 
     def __getitem__(self, index: int) -> dict:
-        example = self.examples[int(self._example_rows[index])]
+        example = self.example_row(index)
         return example | {"image": self.image(example["image_id"])}
+
+    def example_row(self, index: int) -> dict:
+        """Example ``index``'s examples-table row alone, without reading its image."""
+        return self.examples[int(self._example_rows[index])]
 
     @property
     def num_images(self) -> int:

@@ -54,7 +54,7 @@ class AllPairs(Dataset):
 
     def __getitem__(self, pair: int) -> dict:
         caption, image = divmod(pair, self.captions.num_images)
-        example = self.captions[caption]
+        example = self.captions.example_row(caption)  # the caption's own image is not the pair's
         return example | {
             "image": self.captions.image_at(image),
             "caption_index": caption,
