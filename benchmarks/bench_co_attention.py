@@ -53,9 +53,8 @@ def make_inputs(batch, heads, lq, lk, head_dim, dtype, requires_grad, device="cu
 
 def attention_call(provider: str, q, k, v, mask, dropout: float, compiled):
     """A closure computing the (B, H, Lq, D) output with ``provider``."""
-    from ernievil_ds_kernels.co_attention import co_attention
-
     from ernievil_ds.modeling_ernievil import eager_attention_forward
+    from ernievil_ds_kernels.co_attention import co_attention
 
     module = torch.nn.Module().train(dropout > 0.0)
     scale = q.shape[-1] ** -0.5

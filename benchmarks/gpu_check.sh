@@ -6,7 +6,7 @@
 #
 # WHEEL_DIR (default .whl/) holds wheels for packages the image lacks (DeepSpeed and its needs; see the
 # project's wheel recipe); they go to a private target folder, nothing else is touched. The project itself
-# is used from this checkout through PYTHONPATH, with kernels/ importable as ernievil_ds_kernels.
+# is used from this checkout through PYTHONPATH (the root for ernievil_ds, kernels/ for ernievil_ds_kernels).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu_check}
@@ -16,8 +16,7 @@ site=$(mktemp -d)
 if compgen -G "$wheels/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$site/lib" "$wheels"/*.whl
 fi
-mkdir -p "$site/kernels" && ln -sfn "$PWD/kernels" "$site/kernels/ernievil_ds_kernels"
-export PYTHONPATH="$site/kernels:$PWD:$site/lib${PYTHONPATH:+:$PYTHONPATH}" PATH="$site/lib/bin:$PATH"
+export PYTHONPATH="$PWD/kernels:$PWD:$site/lib${PYTHONPATH:+:$PYTHONPATH}" PATH="$site/lib/bin:$PATH"
 # DeepSpeed's op builder cannot parse the "9.0a" some images set.
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST//a/}

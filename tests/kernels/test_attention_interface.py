@@ -7,16 +7,16 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import ernievil_ds_kernels
 import pytest
 import torch
-from ernievil_ds_kernels.attention import triton_attention_forward
 from transformers import AttentionInterface, AutoModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import ernievil_ds
+import ernievil_ds_kernels
 from ernievil_ds import ErnieVilConfig
 from ernievil_ds.modeling_ernievil import additive_attention_mask, eager_attention_forward
+from ernievil_ds_kernels.attention import triton_attention_forward
 from tests.kernels.conftest import DEVICE, assert_close
 
 

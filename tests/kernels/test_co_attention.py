@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ernievil_ds_kernels.co_attention import co_attention, co_attention_dropout_mask, co_attention_reference
 
+from ernievil_ds_kernels.co_attention import co_attention, co_attention_dropout_mask, co_attention_reference
 from tests.kernels.conftest import DEVICE, assert_close, dtype_case, gpu_only
 
 DTYPES = [

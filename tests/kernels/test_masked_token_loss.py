@@ -3,12 +3,12 @@ gradients of the hidden states, the tied embedding matrix and the decoder bias."
 
 from __future__ import annotations
 
-import ernievil_ds_kernels.masked_token_loss as module
 import pytest
 import torch
-from ernievil_ds_kernels.masked_token_loss import masked_token_loss, masked_token_loss_reference
 
+import ernievil_ds_kernels.masked_token_loss as module
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
+from ernievil_ds_kernels.masked_token_loss import masked_token_loss, masked_token_loss_reference
 from tests.conftest import make_batch
 from tests.kernels.conftest import DEVICE, assert_close, dtype_case, gpu_only
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import copy
 
-import ernievil_ds_kernels  # noqa: F401  registers "triton" with the attention and loss registries
 import pytest
 import torch
 
+import ernievil_ds_kernels  # noqa: F401  registers "triton" with the attention and loss registries
 from tests.conftest import preset_config
 from tests.kernels.conftest import DEVICE, assert_close
 

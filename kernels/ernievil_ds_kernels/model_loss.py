@@ -10,9 +10,9 @@ Shape legend: N selected positions, C hidden width, V vocabulary.
 from __future__ import annotations
 
 import torch
-from ernievil_ds_kernels.masked_token_loss import masked_token_loss
 
 from ernievil_ds.masked_token_loss import register_masked_token_loss as register_in_model
+from ernievil_ds_kernels.masked_token_loss import masked_token_loss
 
 #: The name under which ``register_masked_token_loss`` registers ``triton_masked_token_loss``.
 LOSS_NAME = "triton"

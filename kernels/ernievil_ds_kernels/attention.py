@@ -10,9 +10,10 @@ Shape legend: B batch, H heads, Lq query length, Lk key length, D head dim.
 from __future__ import annotations
 
 import torch
-from ernievil_ds_kernels.co_attention import co_attention
 from torch import nn
 from transformers import AttentionInterface
+
+from ernievil_ds_kernels.co_attention import co_attention
 
 #: The name under which ``register_attention`` registers ``triton_attention_forward``.
 ATTENTION_NAME = "triton"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from ernievil_ds_kernels._device import check_device
 
 #: Input dtypes the kernels take; accumulation is always float32.

@@ -26,8 +26,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from ernievil_ds_kernels._device import check_device
 from torch.nn import functional as F
+
+from ernievil_ds_kernels._device import check_device
 
 #: Largest chunk of logits, in elements (8 MiB in bf16): 1,398 vocabulary entries for 3,000 positions.
 LOGITS_CHUNK_ELEMENTS = 1 << 22
