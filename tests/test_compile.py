@@ -15,11 +15,12 @@ from tests.conftest import make_batch, preset_config
 
 
 @pytest.fixture(autouse=True)
-def dynamic_output_shapes(monkeypatch):
+def dynamic_output_shapes():
     """The heads run on the positions a batch selects: a size known only at run time, which the compiler
     traces once this is on (``training.dispatch.compile_engine`` turns it on too)."""
-    monkeypatch.setattr(torch._dynamo.config, "capture_dynamic_output_shape_ops", True)
     torch._dynamo.reset()
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        yield
 
 
 def pretraining_loss(model):

@@ -63,13 +63,15 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
 
 
 @pytest.fixture
-def poisoned_allocations(monkeypatch):
-    """Every floating-point ``torch.empty``/``empty_like`` starts as NaN, so an element a kernel forgot to
-    write fails the comparison instead of passing by chance."""
-    empty, empty_like = torch.empty, torch.empty_like
-
-    def poison(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.fill_(float("nan")) if tensor.is_floating_point() else tensor
-
-    monkeypatch.setattr(torch, "empty", lambda *args, **kwargs: poison(empty(*args, **kwargs)))
-    monkeypatch.setattr(torch, "empty_like", lambda *args, **kwargs: poison(empty_like(*args, **kwargs)))
+def poisoned_allocations():
+    """Every floating-point tensor that ``torch.empty``/``empty_like`` allocates starts as NaN (torch's own
+    ``fill_uninitialized_memory``, active under deterministic algorithms), so an element a kernel forgot
+    to write fails the comparison instead of passing by chance."""
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    was_filling = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.utils.deterministic.fill_uninitialized_memory = was_filling
+    torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
