@@ -30,6 +30,15 @@ ENCODER_KEYS = (
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_data_cache(tmp_path_factory):
+    """The built-in data cache (``$ERNIEVIL_DS_CACHE``) in a folder of the test run's own: what a user's
+    ``~/.cache/ernievil_ds`` holds never changes an outcome, as on a machine that has never run the project."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ERNIEVIL_DS_CACHE", str(tmp_path_factory.mktemp("ernievil_ds_cache")))
+        yield
+
+
 def preset_config(preset: str) -> ErnieVilConfig:
     return ErnieVilConfig.from_preset(preset, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 

@@ -54,21 +54,23 @@ def run_eval_cloze(args: argparse.Namespace) -> int:
     from ernievil_ds.data import default_synth_dir
     from ernievil_ds.training import cloze
 
+    # What the user named is checked first: the default data folder only exists once a run prepared it.
+    if args.max_examples is not None and args.max_examples < 1:
+        raise UserError(f"--max-examples must be at least 1, got {args.max_examples}")
+    if args.every_checkpoint is not None:
+        require_dir(args.every_checkpoint, "run directory")
+    elif not (require_dir(args.model, "model folder") / "config.json").is_file():
+        raise UserError(f"model folder {args.model} has no config.json: export a checkpoint into it first")
     data = args.data or default_synth_dir()
     if not data.is_dir():
         raise UserError(f"no data at {data}: pass --data DIR (a prepared data directory)")
-    if args.max_examples is not None and args.max_examples < 1:
-        raise UserError(f"--max-examples must be at least 1, got {args.max_examples}")
     options = {"split": args.split, "max_examples": args.max_examples, "device": args.device}
     if args.every_checkpoint is not None:
-        require_dir(args.every_checkpoint, "run directory")
         curve = cloze.run_cloze_per_checkpoint(args.every_checkpoint, data, **options)
         print(json.dumps(curve, indent=2) if args.json else cloze.format_cloze_curve(curve))
-        return 0
-    if not (require_dir(args.model, "model folder") / "config.json").is_file():
-        raise UserError(f"model folder {args.model} has no config.json: export a checkpoint into it first")
-    results = cloze.run_cloze(args.model, data, **options)
-    print(json.dumps(results, indent=2) if args.json else cloze.format_cloze_table(results))
+    else:
+        results = cloze.run_cloze(args.model, data, **options)
+        print(json.dumps(results, indent=2) if args.json else cloze.format_cloze_table(results))
     return 0
 
 
