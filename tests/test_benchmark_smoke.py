@@ -33,6 +33,7 @@ def table(stdout: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "providers"),
     [
@@ -52,6 +53,7 @@ def test_a_kernel_benchmark_smoke_runs_every_provider_on_the_cpu(script, provide
     assert "ran under its interpreter and matched" in stdout
 
 
+@pytest.mark.slow
 def test_the_pretraining_benchmark_smoke_measures_the_cpu_rows_and_marks_the_rest():
     stdout = run_smoke("bench_pretrain.py")
     assert "tiny preset" in stdout.splitlines()[0]

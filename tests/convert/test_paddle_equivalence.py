@@ -141,7 +141,9 @@ def max_errors(case: dict, padded: bool = False) -> dict[str, float]:
     return errors
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=[pytest.mark.slow] * (name == "base")) for name in CASES]
+)
 def test_converted_model_matches_the_official_graph(cases, name):
     errors = max_errors(cases(name))
     print(f"\n{name}: max abs error per output (real positions): {errors}")

@@ -101,6 +101,7 @@ def test_bad_settings_are_user_errors(tmp_path, overrides, message):
         finetune(tiny_settings(tmp_path, **overrides))
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch(tmp_path):
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch"),

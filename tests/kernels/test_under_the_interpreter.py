@@ -19,6 +19,7 @@ REPO = HERE.parents[1]
 @pytest.mark.skipif(
     not DELEGATED, reason="the kernel tests run in this process (GPU, or TRITON_INTERPRET set)"
 )
+@pytest.mark.slow
 def test_the_kernel_tests_pass_under_the_triton_interpreter():
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(HERE)],

@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.training.conftest import REPO
 
 
+@pytest.mark.slow
 def test_a_zero2_step_of_the_compiled_engine_equals_the_uncompiled_one():
     env = {
         **os.environ,

@@ -76,6 +76,7 @@ def test_the_pair_ids_named_are_those_of_the_batch_across_epochs(tmp_path, synth
     assert position.epoch == 1 and collated[per_epoch] != collated[0]
 
 
+@pytest.mark.slow
 def test_a_missing_data_directory_stops_every_rank_with_one_line(tmp_path, synth_cache, run_pretrain):
     result = run_pretrain(
         tmp_path / "run", synth_cache, "--max-steps", "2", "--data-dir", str(tmp_path / "nodata"), check=False
@@ -89,6 +90,7 @@ def test_a_missing_data_directory_stops_every_rank_with_one_line(tmp_path, synth
     assert "Traceback" not in result.stderr and result.returncode == 2
 
 
+@pytest.mark.slow
 def test_a_diverging_fp32_run_stops_at_the_non_finite_loss(tmp_path, synth_cache, run_pretrain):
     config = json.loads((REPO / "ds_configs" / "cpu_fp32.json").read_text())
     config["scheduler"]["params"].update(warmup_min_lr=1e35, warmup_max_lr=1e35, warmup_num_steps=1)
