@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ernievil_ds_kernels import co_attention as co_attention_module
 from ernievil_ds_kernels.co_attention import co_attention, co_attention_dropout_mask, co_attention_reference
 from tests.kernels.conftest import DEVICE, assert_close, dtype_case, gpu_only
 
@@ -185,10 +186,11 @@ def test_the_output_is_a_view_of_the_layout_the_model_reads():
 def test_bad_inputs_raise_errors_that_name_the_problem(change, message):
     dtype = change.get("dtype", torch.float32)
     sizes = {"q": (2, 2, 9, 8), "k": (2, 2, 7, 8), "bias": (2, 2, 9, 7), "key_bias": (2, 7)} | change
-    q = torch.randn(sizes["q"], dtype=dtype)
-    k = torch.randn(sizes["k"], dtype=dtype)
-    v = torch.randn(2, 2, 7, 8, dtype=dtype)
-    bias, key_bias = torch.zeros(sizes["bias"], dtype=dtype), torch.zeros(sizes["key_bias"], dtype=dtype)
+    q = torch.randn(sizes["q"], dtype=dtype, device=DEVICE)
+    k = torch.randn(sizes["k"], dtype=dtype, device=DEVICE)
+    v = torch.randn(2, 2, 7, 8, dtype=dtype, device=DEVICE)
+    bias = torch.zeros(sizes["bias"], dtype=dtype, device=DEVICE)
+    key_bias = torch.zeros(sizes["key_bias"], dtype=dtype, device=DEVICE)
     with pytest.raises(ValueError, match=message):
         co_attention(q, k, v, bias, key_bias, None, change.get("dropout_p", 0.0))
 
@@ -197,3 +199,87 @@ def test_a_device_triton_cannot_run_on_is_named_in_the_error():
     q = torch.empty(2, 2, 9, 8, device="meta")
     with pytest.raises(ValueError, match=r"need a CUDA or ROCm GPU.*got tensors on meta"):
         co_attention(q, q, q)
+
+
+def test_packed_qkv_and_expanded_key_value_get_gradients_in_their_own_layout(poisoned_allocations):
+    """Q, K, V as slices of one (B, L, 3, H, D) projection (strides no dense tensor has), and K/V expanded
+    from one head (stride 0): the gradients come back right, none written through the inputs' strides."""
+    batch, heads, length, head_dim = 2, 3, 9, 16
+    gen = torch.Generator().manual_seed(0)
+    qkv = torch.randn(batch, length, 3, heads, head_dim, generator=gen).to(DEVICE).requires_grad_()
+    grad_out = torch.randn(batch, heads, length, head_dim, generator=gen).to(DEVICE)
+    reference_qkv = qkv.detach().double().requires_grad_()
+    for packed in (qkv, reference_qkv):
+        q, k, v = packed.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, D) each
+        attention = co_attention if packed is qkv else co_attention_reference
+        attention(q, k, v).backward(grad_out.to(packed.dtype))
+    assert_close(qkv.grad, reference_qkv.grad, 1e-5, 1e-4, "dqkv")
+
+    one_head = torch.randn(batch, 1, 37, head_dim, generator=gen).to(DEVICE).requires_grad_()
+    expanded = one_head.expand(batch, heads, 37, head_dim)
+    query = torch.randn(batch, heads, length, head_dim, generator=gen).to(DEVICE).requires_grad_()
+    out = co_attention(query, expanded, expanded)
+    out.backward(grad_out)
+    reference_key = one_head.detach().double().requires_grad_()
+    reference_query = query.detach().double().requires_grad_()
+    reference = co_attention_reference(
+        reference_query,
+        reference_key.expand(batch, heads, 37, head_dim),
+        reference_key.expand(-1, heads, -1, -1),
+    )
+    reference.backward(grad_out.double())
+    assert_close(out, reference, 1e-5, 1e-4, "out")
+    assert_close(query.grad, reference_query.grad, 1e-5, 1e-4, "dq")
+    assert_close(one_head.grad, reference_key.grad, 1e-5, 1e-4, "dk + dv")
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The (kernel name, grid) of every co-attention kernel launched while the test runs."""
+    recorded = []
+
+    class Recorded:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            recorded.append((self.name, tuple(grid)))
+            return self.kernel[grid]
+
+    for name in (
+        "_co_attention_fwd_kernel",
+        "_co_attention_bwd_preprocess_kernel",
+        "_co_attention_bwd_kernel",
+    ):
+        monkeypatch.setattr(co_attention_module, name, Recorded(name, getattr(co_attention_module, name)))
+    return recorded
+
+
+@pytest.mark.parametrize(("lq", "lk"), [(40, 37), (37, 101), (128, 128)])
+def test_short_sequences_take_one_backward_launch_of_one_program_per_batch_and_head(lq, lk, launches):
+    q, k, v, _, key_bias = make_inputs((2, 3, lq, lk, 8), torch.float32, bias=False)
+    out = co_attention(q, k, v, None, key_bias, None, 0.2, 3)
+    launches.clear()
+    out.backward(torch.ones_like(out))
+    assert launches == [("_co_attention_bwd_kernel", (6, 1))]
+
+
+def test_long_sequences_take_the_blocked_backward(launches):
+    q, k, v, _, key_bias = make_inputs((1, 2, 70, 150, 16), torch.float32, bias=False)
+    out = co_attention(q, k, v, None, key_bias)
+    out.backward(torch.ones_like(out))
+    assert [name for name, _ in launches] == [
+        "_co_attention_fwd_kernel",
+        "_co_attention_bwd_preprocess_kernel",
+        "_co_attention_bwd_kernel",
+    ]
+
+
+def test_batch_times_heads_is_on_grid_axis_0_whose_limit_is_2_to_the_31(launches):
+    """Grid axes 1 and 2 stop at 65,535 programs: B * H (64 x 12 x 86 = 66,048 at B=5,504) must not be
+    there. Checked on the grids launched, not by running 66k programs in the interpreter."""
+    q, k, v, _, key_bias = make_inputs((5, 7, 70, 150, 8), torch.float32, bias=False)
+    co_attention(q, k, v, None, key_bias).sum().backward()
+    assert len(launches) == 3
+    for name, grid in launches:
+        assert grid[0] == 35 and all(size < 35 for size in grid[1:]), (name, grid)
