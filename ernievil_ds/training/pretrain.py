@@ -41,7 +41,7 @@ from ernievil_ds.distributed import barrier, dist_info, get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
 from ernievil_ds.training.checkpoint import complete_checkpoints, load_latest_checkpoint, save_checkpoint
-from ernievil_ds.training.dispatch import current_device, resolve_kernel_arguments
+from ernievil_ds.training.dispatch import current_device, resolve_kernel_arguments, training_dtype
 from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
 from ernievil_ds.training.metrics import LossAverager, MetricsWriter, ThroughputMeter
 from ernievil_ds.training.schedules import noam_schedule
@@ -306,7 +306,7 @@ class PretrainingRun:
             itm_negative_prob=args.itm_negative_prob,
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
-        resolve_kernel_arguments(args, current_device(), log=info.is_main)
+        resolve_kernel_arguments(args, current_device(), training_dtype(ds_config), log=info.is_main)
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         model = build_model(args)
         data_dir = prepare_data_dir(args, tokenizer)
