@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ernievil_ds.masked_token_loss import register_masked_token_loss as register_in_model
-from ernievil_ds_kernels.masked_token_loss import masked_token_loss
+from ernievil_ds_kernels.masked_token_loss import masked_token_loss_per_position
 
 #: The name under which ``register_masked_token_loss`` registers ``triton_masked_token_loss``.
 LOSS_NAME = "triton"
@@ -22,8 +22,12 @@ def triton_masked_token_loss(
     hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
 ) -> tuple[torch.Tensor, None]:
     """hidden (N, C), the tied decoder's weight (V, C) and bias (V,), labels (N,) -> the float32 loss of
-    each position (N,), and no logits (the fused kernel never forms the (N, V) matrix)."""
-    return masked_token_loss(hidden, weight, bias, labels), None
+    each position (N,), and no logits (the fused kernel never forms the (N, V) matrix).
+
+    The model weighs each position after the call, so its gradient is formed in the backward
+    (``masked_token_loss_per_position``); ``masked_token_loss`` forms it in the forward, one matmul per
+    chunk fewer, for a caller that passes each position's weight."""
+    return masked_token_loss_per_position(hidden, weight, bias, labels), None
 
 
 def register_masked_token_loss() -> None:
