@@ -5,19 +5,19 @@
 
 Needs a CUDA GPU, except ``--smoke``: tiny shapes on the CPU, the Triton kernel under its interpreter
 (checked against PyTorch, its speed not measured), the PyTorch provider timed once.
-The loss of N masked positions from hidden states (N, C) after the token head's
-transform, the tied embedding matrix (30522, C) and the decoder bias, per position (reduction "none",
-as the model averages each task separately), backward with a random per-position gradient. Providers,
+The mean loss of N masked positions from hidden states (N, C) after the token head's
+transform, the tied embedding matrix (30522, C) and the decoder bias, and its backward. Providers,
 measured in the same run on the same inputs:
-  - ``triton``: ``ernievil_ds_kernels.masked_token_loss.masked_token_loss`` (chunked, no (N, V) logits);
-  - ``torch``: ``F.cross_entropy(F.linear(h, W, b).float(), labels, reduction="none")``, the model's path;
-  - ``liger`` (when ``liger-kernel`` is installed): ``LigerFusedLinearCrossEntropyLoss(reduction="none")``.
+  - ``triton``: ``ernievil_ds_kernels.masked_token_loss.masked_token_loss`` (chunks of positions, no
+    (N, V) logits, the gradient formed in the forward);
+  - ``torch``: ``F.cross_entropy(F.linear(h, W, b).float(), labels)``, the model's path;
+  - ``liger`` (when ``liger-kernel`` is installed): ``LigerFusedLinearCrossEntropyLoss()``.
 N is 512 to 16384 positions (the ``base`` recipe's 512 pairs x ~40 tokens x 15 % is about 3,000).
 
 Throughput is TFLOP/s of the model's matmuls, 6 * N * V * C (forward 2NVC, backward 4NVC; the fused
-kernel's recomputed logits are not counted), over the median of ``triton.testing.do_bench``. Memory is
-the peak of ``torch.cuda.max_memory_allocated`` during one forward+backward above what the inputs and
-their gradients hold.
+kernel runs the same three matmuls, all in its forward), over the median of ``triton.testing.do_bench``.
+Memory is the peak of ``torch.cuda.max_memory_allocated`` during one forward+backward above what the
+inputs and their gradients hold.
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ def make_inputs(num_positions: int, width: int, dtype: torch.dtype, device="cuda
 
 
 def loss_call(provider: str, hidden, weight, bias, labels):
-    """A closure returning the per-position losses (N,) with ``provider``."""
+    """A closure returning the mean loss over the N positions (a scalar) with ``provider``."""
     if provider == "triton":
         from ernievil_ds_kernels.masked_token_loss import masked_token_loss
 
-        return lambda: masked_token_loss(hidden, weight, bias, labels)
+        return lambda: masked_token_loss(hidden, weight, bias, labels)[0]
     if provider == "torch":
-        return lambda: F.cross_entropy(F.linear(hidden, weight, bias).float(), labels, reduction="none")
+        return lambda: F.cross_entropy(F.linear(hidden, weight, bias).float(), labels)
     from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-    liger = LigerFusedLinearCrossEntropyLoss(reduction="none")
+    liger = LigerFusedLinearCrossEntropyLoss()
     return lambda: liger(weight, hidden, labels, bias)
 
 
@@ -68,7 +68,7 @@ def check_against_torch(hidden, weight, bias, labels) -> None:
     from ernievil_ds_kernels.masked_token_loss import masked_token_loss
 
     with torch.no_grad():
-        ours = masked_token_loss(hidden, weight, bias, labels)
+        _, ours = masked_token_loss(hidden, weight, bias, labels)  # (N,)
         reference = F.cross_entropy(
             F.linear(hidden.float(), weight.float(), bias.float()), labels, reduction="none"
         )
@@ -101,10 +101,9 @@ def build_benchmark(args):
         if provider == "triton":
             check_against_torch(hidden, weight, bias, labels)
         call = loss_call(provider, hidden, weight, bias, labels)
-        grad = torch.randn(num_positions, device="cuda")
 
         def step():
-            torch.autograd.backward(call(), grad)
+            call().backward()
 
         if metric == "peak MiB":
             step()  # the gradients exist before the baseline, as in training
@@ -134,8 +133,8 @@ def smoke() -> None:
         check_against_torch(hidden, weight, bias, labels)
         cells = []
         for provider in names:
-            call, grad = loss_call(provider, hidden, weight, bias, labels), torch.ones(num_positions)
-            ms = milliseconds_once(lambda call=call, grad=grad: torch.autograd.backward(call(), grad))
+            call = loss_call(provider, hidden, weight, bias, labels)
+            ms = milliseconds_once(lambda call=call: call().backward())
             cells.append(f"{ms:.2f} ms (CPU)" if provider == "torch" else NOT_MEASURED)
         rows.append([f"fwd+bwd N{num_positions} C{width} V{vocab}", *cells])
     print_table(["shape", *names], rows)
