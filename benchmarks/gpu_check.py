@@ -262,7 +262,7 @@ STEP_ROWS = [
     ("sdpa + torch loss", "sdpa", "torch", False),
     ("triton attention + torch loss", "triton", "torch", False),
     ("sdpa + triton loss", "sdpa", "triton", False),
-    ("sdpa + torch loss, compiled reduce-overhead", "sdpa", "torch", True),
+    ("sdpa + torch loss, compiled (reduce-overhead; aot_eager in a smoke run)", "sdpa", "torch", True),
 ]
 
 
@@ -523,7 +523,7 @@ def main(argv=None) -> None:
     path.write_text(json.dumps(summary, indent=1) + "\n")
     (args.out / "summary.md").write_text(render_markdown(summary))
     print(render_markdown({"machine": info, args.step: summary[args.step]}))
-    print(f"{args.step}: written to {path}")
+    print(f"{args.step}: done")
 
 
 if __name__ == "__main__":
