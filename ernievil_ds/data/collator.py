@@ -18,6 +18,10 @@ The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
   the chosen regions of every pair, so the model's [IMG] mean leaves them out everywhere), but token targets
   are kept on matched pairs only and the model scores masked regions of matched pairs only.
 
+The heads score the labelled tokens and the masked regions of matched pairs at positions that the
+collator lists, padded to a capacity fixed by the batch's shape (``add_scored_positions``): no shape in
+the step depends on how many were masked, so the host never waits for the device to count them.
+
 Randomness comes from a generator seeded by (seed, epoch, the batch's pair ids): a batch is the same
 whichever DataLoader worker builds it.
 """
@@ -328,8 +332,8 @@ class SGPCollator:
         pad_to_multiple_of: pad T and R to multiples of this (``pad_to_multiple``); 1 pads to the batch's
             longest only.
         token_capacity, region_capacity: the share of the batch's text positions (B * T) and regions
-            (B * R) that the token and region heads gather (``position_capacity``); the defaults are about
-            twice what the default masking rates mark, on matched pairs.
+            (B * R) that the token and region heads gather (``position_capacity``): more than the default
+            masking rates mark, on matched pairs only.
     """
 
     def __init__(
