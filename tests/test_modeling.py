@@ -342,6 +342,19 @@ def test_a_box_outside_its_image_fails_the_device_assertion(
         model(**batch)
 
 
+def test_scored_positions_need_weights_of_their_shape(tiny_config, batch_factory):
+    model = ErnieVilForPreTraining(tiny_config)
+    batch = add_scored_positions(batch_factory(tiny_config), 0.25, 0.25)
+    batch["masked_region_weights"] = batch["masked_region_weights"][:-1]
+    with pytest.raises(
+        ValueError, match=r"scored positions \(8,\) need weights of the same shape.*got \(7,\)"
+    ):
+        model(**batch)
+    del batch["masked_region_weights"]
+    with pytest.raises(ValueError, match=r"need weights of the same shape.*got None"):
+        model(**batch)
+
+
 def test_boxes_of_padded_regions_are_not_checked(tiny_config, batch_factory, encoder_inputs):
     model = ErnieVilModel(tiny_config)
     batch = encoder_inputs(batch_factory(tiny_config))
