@@ -6,7 +6,7 @@ This module is the paper's model and nothing else; the CPU demo's extras for rel
 
 Shape legend used in comments: B batch, T text tokens, R image regions including the leading [IMG]
 region, H attention heads, D head dim, C hidden width of the stream at hand (Ct text, Cv image, Co
-co-attention), N selected positions, V vocabulary.
+co-attention), N rows a head scores (the masked positions padded to a capacity), V vocabulary.
 """
 
 from __future__ import annotations
@@ -89,6 +89,41 @@ class TaskLoss(NamedTuple):
         if self.count is None:
             return self.mean
         return torch.where(self.count > 0, self.mean, torch.nan)
+
+
+class ScoredRows(NamedTuple):
+    """The rows a pretraining head scores: flat positions into a (B, L) grid, padded to a capacity fixed
+    before the step, and their weights (0 for padding). Gathering them keeps every shape independent of
+    tensor values, so the host never waits for a count of masked positions."""
+
+    positions: torch.Tensor  # (N,) int64: b * L + l
+    weights: torch.Tensor  # (N,)
+
+    @classmethod
+    def of(
+        cls, grid: torch.Tensor | None, positions: torch.Tensor | None, weights: torch.Tensor | None
+    ) -> ScoredRows | None:
+        """The given rows of ``grid`` (B, L), or every position of it, weight 1, when ``positions`` is None;
+        None without a grid.
+
+        Raises:
+            ValueError: positions without weights, or positions and weights of different lengths.
+        """
+        if grid is None:
+            return None
+        if positions is None:
+            every = torch.arange(grid.numel(), device=grid.device)  # (B * L,)
+            return cls(every, torch.ones(every.shape, device=grid.device))
+        if weights is None or weights.shape != positions.shape:
+            raise ValueError(
+                f"the scored positions {tuple(positions.shape)} need weights of the same shape (1 for a row "
+                f"to score, 0 for padding), got {None if weights is None else tuple(weights.shape)}"
+            )
+        return cls(positions, weights)
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """values (B, L, ...) -> the rows' values (N, ...)."""
+        return values.flatten(0, 1).index_select(0, self.positions)  # (N, ...)
 
 
 class ErnieVilMultiHeadAttention(nn.Module):
@@ -393,10 +428,12 @@ class ErnieVilForPreTrainingOutput(ModelOutput):
     mrc_loss: masked-region classification, KL(detector distribution || predicted), or the feature
         regression MSE when `config.masked_region_target == "features"`.
     itm_loss: image-text matching cross-entropy.
-    masked_token_logits (`torch.FloatTensor` of shape `(num_masked_tokens, vocab_size)`):
-        Scores at the positions where `labels != -100`, in row-major (batch, position) order.
-    masked_region_logits (`torch.FloatTensor` of shape `(num_masked_regions, num_region_classes or v_feature_size)`):
-        Predictions at the masked regions of matched pairs (`masked_regions & itm_labels == 1`), in row-major order.
+    masked_token_logits (`torch.FloatTensor` of shape `(token_capacity, vocab_size)`):
+        Scores at `masked_token_positions` (rows of weight 0 are padding), or at every position in row-major
+        (batch, position) order when the positions were not given.
+    masked_region_logits (`torch.FloatTensor` of shape `(region_capacity, num_region_classes or v_feature_size)`):
+        Predictions at `masked_region_positions` (rows of weight 0 are padding), or at every region in
+        row-major order when the positions were not given.
     itm_logits (`torch.FloatTensor` of shape `(batch_size, 2)`): mismatched / matched scores.
     co_attentions: as [`ErnieVilModelOutput`]'s, returned with `output_attentions=True`.
     """
@@ -524,19 +561,18 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
     def region_locations_from_boxes(
         self, region_boxes: torch.Tensor, image_sizes: torch.Tensor, region_mask: torch.Tensor
     ) -> torch.Tensor:
-        """The 5-d locations (B, R, 5) of real regions, after checking that their boxes lie in the image."""
+        """The 5-d locations (B, R, 5) of real regions, asserting on the device that their boxes lie in the
+        image: the host never waits for the check (the data pipeline, ``SGPCollator``, names a bad box)."""
         locations = box_locations(region_boxes, image_sizes)  # (B, R, 5)
         corners = locations[..., :4]
         bad = ((corners < -BOX_TOLERANCE) | (corners > 1 + BOX_TOLERANCE)).any(-1)  # (B, R)
         bad |= (corners[..., 2] < corners[..., 0]) | (corners[..., 3] < corners[..., 1])
         bad &= region_mask.bool()
-        # A check that reads tensor values on the host; a compiled model leaves it to the data pipeline.
-        if not torch.compiler.is_compiling() and bad.any():
-            b, r = (int(i) for i in bad.nonzero()[0])
-            raise ValueError(
-                f"region_boxes[{b}, {r}] = {region_boxes[b, r].tolist()} is not an x1 <= x2, y1 <= y2 box inside "
-                f"the image of size (width, height) = {image_sizes[b].tolist()}"
-            )
+        torch._assert_async(
+            ~bad.any(),
+            "region_boxes holds a real region whose box is not an x1 <= x2, y1 <= y2 box inside its image "
+            "(image_sizes gives each image's width and height)",
+        )
         return locations
 
     def embed_image(
@@ -766,6 +802,10 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         region_class_targets: torch.FloatTensor | None = None,
         region_feature_targets: torch.FloatTensor | None = None,
         itm_labels: torch.LongTensor | None = None,
+        masked_token_positions: torch.LongTensor | None = None,
+        masked_token_weights: torch.FloatTensor | None = None,
+        masked_region_positions: torch.LongTensor | None = None,
+        masked_region_weights: torch.FloatTensor | None = None,
         output_attentions: bool = False,
     ) -> ErnieVilForPreTrainingOutput:
         r"""
@@ -782,9 +822,20 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                 the original features, the target at `masked_regions` when
                 `config.masked_region_target == "features"`.
             itm_labels (`torch.LongTensor` of shape `(batch_size,)`): 1 matched pair, 0 mismatched.
+            masked_token_positions (`torch.LongTensor` of shape `(token_capacity,)`): the rows the token head
+                scores, as flat indices `b * text_length + t`: the labelled positions, then padding up to a
+                capacity that the batch's shape fixes (`SGPCollator` makes them); every position when omitted.
+            masked_token_weights (`torch.FloatTensor` of shape `(token_capacity,)`): 1 for a labelled row, 0 for
+                a padding row; required with `masked_token_positions`.
+            masked_region_positions (`torch.LongTensor` of shape `(region_capacity,)`) and
+                masked_region_weights (`torch.FloatTensor` of shape `(region_capacity,)`): the same for the
+                region head, as flat indices `b * num_regions + r` of the regions it scores.
 
         Token targets are expected on matched pairs only (the collator blanks them on mismatched ones);
-        masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted).
+        masked regions are scored on matched pairs only (all pairs when `itm_labels` is omitted). A row
+        counts in a loss where its weight is nonzero and the targets mark it (a label, a masked region of a
+        matched pair): the positions only bound the work, so that every shape is known before the step
+        runs and the host never waits for a count.
         """
         outputs = self.ernievil(
             input_ids,
@@ -798,13 +849,17 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             masked_regions=masked_regions,
             output_attentions=output_attentions,
         )
-        token_logits, losses = self.masked_token_losses(outputs.text_hidden_states, labels, task_ids)
+        token_rows = ScoredRows.of(labels, masked_token_positions, masked_token_weights)
+        token_logits, losses = self.masked_token_losses(
+            outputs.text_hidden_states, labels, task_ids, token_rows
+        )
         region_logits, losses["mrc"] = self.masked_region_loss(
             outputs.image_hidden_states,
             masked_regions,
             itm_labels,
             region_class_targets,
             region_feature_targets,
+            ScoredRows.of(masked_regions, masked_region_positions, masked_region_weights),
         )
         itm_logits, losses["itm"] = self.image_text_matching_loss(outputs.pooled_output, itm_labels)
         losses = {task: value for task, value in losses.items() if value is not None}
@@ -818,28 +873,34 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         )
 
     def masked_token_losses(
-        self, text_states: torch.Tensor, labels: torch.Tensor | None, task_ids: torch.Tensor | None
+        self,
+        text_states: torch.Tensor,
+        labels: torch.Tensor | None,
+        task_ids: torch.Tensor | None,
+        rows: ScoredRows | None,
     ) -> tuple[torch.Tensor | None, dict[str, TaskLoss]]:
-        """MLM and the three SGP losses: the token head's cross-entropy at the positions with a label,
-        averaged within each task of ``TOKEN_TASKS``, through ``config.masked_token_loss_implementation``.
+        """MLM and the three SGP losses: the token head's cross-entropy at the labelled rows, averaged within
+        each task of ``TOKEN_TASKS``, through ``config.masked_token_loss_implementation``.
 
         Args:
-            text_states: (B, T, Ct); labels, task_ids: (B, T), -100 where nothing is predicted.
+            text_states: (B, T, Ct); labels, task_ids: (B, T), -100 where nothing is predicted; rows: the N
+                rows to score (``ScoredRows.of(labels, ...)``).
 
         Returns:
-            the logits (N, V) at the N labelled positions (None without labels, or from a fused loss that
-            never forms them), and every token task's loss (none without labels).
+            the logits (N, V) of the rows (None without labels, or from a fused loss that never forms them),
+            and every token task's loss (none without labels).
         """
         if labels is None:
             return None, {}
-        selected = torch.nonzero(labels != IGNORE_INDEX, as_tuple=True)  # (N,), (N,): one size for all three
-        hidden = self.token_head.transform(text_states[selected])  # (N, Ct)
+        row_labels = torch.where(rows.weights > 0, rows.gather(labels), IGNORE_INDEX)  # (N,) -100: padding
+        hidden = self.token_head.transform(rows.gather(text_states))  # (N, Ct)
         decoder = self.token_head.decoder
         loss_function = masked_token_loss_function(self.config.masked_token_loss_implementation)
-        per_token, logits = loss_function(hidden, decoder.weight, decoder.bias, labels[selected])  # (N,)
-        tasks = task_ids[selected] if task_ids is not None else torch.full_like(labels[selected], MLM_TASK_ID)
+        per_token, logits = loss_function(hidden, decoder.weight, decoder.bias, row_labels)  # (N,)
+        tasks = rows.gather(task_ids) if task_ids is not None else torch.full_like(row_labels, MLM_TASK_ID)
         # (N, tasks): a sum per task, not a selection per task, keeps every shape known to the compiler.
         in_task = tasks[:, None] == torch.arange(len(TOKEN_TASKS), device=tasks.device)
+        in_task &= (row_labels != IGNORE_INDEX)[:, None]
         sums = torch.where(in_task, per_token[:, None], 0.0).sum(0)  # (tasks,): a NaN stays in its task
         counts = in_task.sum(0)  # (tasks,)
         means = sums / counts.clamp(min=1)
@@ -852,6 +913,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         itm_labels: torch.Tensor | None,
         region_class_targets: torch.Tensor | None,
         region_feature_targets: torch.Tensor | None,
+        rows: ScoredRows | None,
     ) -> tuple[torch.Tensor | None, TaskLoss | None]:
         """Masked-region classification on the matched pairs: KL(detector distribution || softmax(logits))
         summed over classes and averaged over regions, or the feature regression MSE.
@@ -861,19 +923,20 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
 
         Args:
             image_states: (B, R, Cv) with [IMG] first; masked_regions: (B, R - 1); itm_labels: (B,);
-            region_class_targets: (B, R - 1, classes); region_feature_targets: (B, R - 1, F).
+            region_class_targets: (B, R - 1, classes); region_feature_targets: (B, R - 1, F); rows: the N
+            rows of the (B, R - 1) regions to score (``ScoredRows.of(masked_regions, ...)``).
 
         Returns:
-            the logits (N, classes or F) at the N scored regions (None without ``masked_regions``), and the
-            loss (None without ``masked_regions``; zero, counting no region, when none is scored).
+            the logits (N, classes or F) of the rows (None without ``masked_regions``), and the loss (None
+            without ``masked_regions``; zero, counting no region, when none is scored).
         """
         if masked_regions is None:
             return None, None
         scored = masked_regions.bool()  # (B, R - 1)
         if itm_labels is not None:
             scored = scored & (itm_labels[:, None] == 1)
-        selected = torch.nonzero(scored, as_tuple=True)  # (N,), (N,)
-        logits = at_least_float32(self.region_head(image_states[:, 1:][selected]))  # (N, classes or F)
+        scored = rows.gather(scored) & (rows.weights > 0)  # (N,)
+        logits = at_least_float32(self.region_head(rows.gather(image_states[:, 1:])))  # (N, classes or F)
         count = scored.sum()
         if self.config.masked_region_target == "class_distribution":
             if region_class_targets is None:
@@ -881,15 +944,18 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
                     "masked_regions were given but region_class_targets is missing; this model predicts the "
                     "detector class distribution (config.masked_region_target='class_distribution')"
                 )
-            target = at_least_float32(region_class_targets[selected])  # (N, classes)
-            total = F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="sum")
+            target = at_least_float32(rows.gather(region_class_targets))  # (N, classes)
+            per_region = F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="none").sum(-1)  # (N,)
+            total = torch.where(scored, per_region, 0.0).sum()
             return logits, TaskLoss(total / count.clamp(min=1), count)  # KL's "batchmean"
         if region_feature_targets is None:
             raise ValueError(
                 "masked_regions were given but region_feature_targets is missing; this model regresses region "
                 "features (config.masked_region_target='features')"
             )
-        total = F.mse_loss(logits, at_least_float32(region_feature_targets[selected]), reduction="sum")
+        target = at_least_float32(rows.gather(region_feature_targets))  # (N, F)
+        per_region = F.mse_loss(logits, target, reduction="none").sum(-1)  # (N,)
+        total = torch.where(scored, per_region, 0.0).sum()
         return logits, TaskLoss(total / (count * logits.shape[-1]).clamp(min=1), count)
 
     def image_text_matching_loss(

@@ -1,5 +1,6 @@
 """Each kernel and pretraining benchmark runs with ``--smoke`` on the CPU and prints its device line and its
-side-by-side table, every provider present, those only a GPU measures marked as such."""
+side-by-side table, every provider present, those only a GPU measures marked as such; the step's
+operator count finds no host sync and no graph break."""
 
 from __future__ import annotations
 
@@ -67,3 +68,15 @@ def test_the_pretraining_benchmark_smoke_measures_the_cpu_rows_and_marks_the_res
             assert float(c["samples/s"]) > 0 and c["skipped steps"] == "0"
         else:
             assert c["samples/s"] == "not measured (GPU only)"
+
+
+@pytest.mark.slow
+def test_the_step_operator_count_smoke_finds_no_host_sync_and_no_graph_break():
+    stdout = run_smoke("count_step_ops.py")
+    assert stdout.startswith("device: ") and "smoke" in stdout.splitlines()[0]
+    header, *rows = table(stdout)
+    assert len(rows) == 1
+    cells = dict(zip(header, rows[0]))
+    assert cells["preset"] == "tiny" and int(cells["operators: forward + losses"]) > 100
+    assert int(cells["per step"]) == int(cells["operators: forward + losses"]) + int(cells["backward"])
+    assert (cells["host syncs"], cells["graphs"], cells["breaks"]) == ("0", "1", "0")

@@ -1,7 +1,7 @@
-"""torch.compile traces the pretraining forward, losses included, as one graph: no graph break for the
-paper's presets and the grounded one, with eager and SDPA attention, and the compiled model's loss and
-gradients equal the uncompiled model's (the Triton attention and loss:
-tests/kernels/test_model_kernels.py)."""
+"""torch.compile traces the pretraining forward, losses included, as one graph with every shape known before
+the step runs (``capture_dynamic_output_shape_ops`` off): no graph break for the paper's presets and the
+grounded one, with eager and SDPA attention, and the compiled model's loss and gradients equal the
+uncompiled model's (the Triton attention and loss: tests/kernels/test_model_kernels.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 import torch
 from transformers import AutoModelForPreTraining
 
+from ernievil_ds.data.collator import add_scored_positions
 from tests.conftest import make_batch, preset_config
 
 
 @pytest.fixture(autouse=True)
-def dynamic_output_shapes():
-    """The heads run on the positions a batch selects: a size known only at run time, which the compiler
-    traces once this is on (``training.dispatch.compile_engine`` turns it on too)."""
+def static_output_shapes():
+    """A fresh dynamo, which may not trace an operator whose output shape depends on tensor values."""
     torch._dynamo.reset()
-    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False):
         yield
 
 
@@ -39,18 +39,22 @@ def uninitialised_model(config):
     return model.train()
 
 
+@pytest.mark.parametrize("positions", [True, False], ids=["scored positions", "every position"])
 @pytest.mark.parametrize(
     ("preset", "attention"),
     [("tiny", "eager"), ("tiny", "sdpa"), ("tiny-grounded", "sdpa"), ("base", "sdpa")],
 )
-def test_the_pretraining_forward_and_loss_compile_without_a_graph_break(preset, attention):
+def test_the_pretraining_forward_and_loss_compile_without_a_graph_break(preset, attention, positions):
     config = preset_config(preset)
     config._attn_implementation = attention
     model = uninitialised_model(config)
     batch = make_batch(config, text_len=8, num_regions=5)
+    if positions:  # as the collator sends it
+        batch = add_scored_positions(batch, 0.25, 0.15)
     explanation = torch._dynamo.explain(pretraining_loss(model))(**batch)
     reasons = [reason.reason for reason in explanation.break_reasons]
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1, reasons
+    torch.compile(pretraining_loss(model), backend="eager", fullgraph=True)(**batch).backward()
 
 
 @pytest.mark.parametrize("blanked", [False, True], ids=["every task", "only itm has something to score"])
@@ -65,6 +69,7 @@ def test_the_compiled_model_gives_the_uncompiled_loss_outputs_and_gradients(grou
         batch["masked_regions"][:] = False
         batch["labels"][:] = -100
         batch["region_word_targets"][:] = -100
+    batch = add_scored_positions(batch, 0.25, 0.15)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     outputs, expected = compiled(**batch), reference(**batch)
     outputs.loss.backward()

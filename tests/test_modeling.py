@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from transformers import AutoModel
 
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining, ErnieVilModel
+from ernievil_ds.data.collator import add_scored_positions
 from ernievil_ds.modeling_ernievil import (
     ErnieVilCoAttentionLayer,
     box_locations,
@@ -29,11 +30,12 @@ def test_every_output_field_has_its_documented_shape(
 ):
     model = pretraining_model(config)
     batch = batch_factory(config)
-    out = model(**batch)
-    num_masked_tokens = int((batch["labels"] != -100).sum())
-    num_masked_regions = int((batch["masked_regions"] & (batch["itm_labels"][:, None] == 1)).sum())
-    assert out.masked_token_logits.shape == (num_masked_tokens, config.vocab_size)
-    assert out.masked_region_logits.shape == (num_masked_regions, config.num_region_classes)
+    out = model(**batch)  # the heads score every position
+    assert out.masked_token_logits.shape == (3 * 9, config.vocab_size)
+    assert out.masked_region_logits.shape == (3 * 6, config.num_region_classes)
+    gathered = model(**add_scored_positions(batch, 0.5, 1.0))  # at capacities of 16 and 24 rows
+    assert gathered.masked_token_logits.shape == (16, config.vocab_size)
+    assert gathered.masked_region_logits.shape == (24, config.num_region_classes)
     assert out.itm_logits.shape == (3, 2)
     for name in ["loss", *task_losses(config)]:
         assert out[name].shape == () and torch.isfinite(out[name]), name
@@ -170,12 +172,19 @@ def test_a_head_with_nothing_to_score_still_gets_a_zero_gradient(
     assert all(p.grad.abs().sum() == 0 for p in head.parameters())
 
 
+def float64_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("capacity", [None, 0.5], ids=["every position", "padded to a capacity"])
 def test_losses_match_an_independent_float64_computation(
-    config, batch_factory, encoder_inputs, pretraining_model
+    config, batch_factory, encoder_inputs, pretraining_model, capacity
 ):
+    """The losses of plain boolean-mask selections, whether the heads score every position or the masked
+    ones padded to a capacity (``add_scored_positions``; the region rows are then padded too)."""
     model = pretraining_model(config).double().eval()
-    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch_factory(config).items()}
-    out = model(**batch)
+    batch = float64_batch(batch_factory(config))
+    out = model(**(batch if capacity is None else add_scored_positions(batch, capacity, capacity)))
     enc = model.ernievil(**encoder_inputs(batch))
     logits = model.token_head(enc.text_hidden_states)  # (B, T, V)
     for task_id, task in enumerate(TOKEN_TASKS):
@@ -192,6 +201,33 @@ def test_losses_match_an_independent_float64_computation(
     torch.testing.assert_close(out.loss, sum(out[name] for name in task_losses(config)))
 
 
+@pytest.mark.parametrize("target", ["class_distribution", "features"])
+def test_padded_rows_change_no_loss_and_no_gradient(target, batch_factory):
+    """In float64, the heads on the masked rows padded to a capacity give the losses and gradients of the
+    heads on every position (the plain masked loss), also where padding rows repeat a scored position."""
+    config = ErnieVilConfig.from_preset(
+        "tiny", masked_region_target=target, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    torch.manual_seed(0)
+    model = ErnieVilForPreTraining(config).double().train()
+    padded = copy.deepcopy(model)
+    batch = float64_batch(batch_factory(config))
+    if target == "features":
+        del batch["region_class_targets"]
+        batch["region_feature_targets"] = torch.randn_like(batch["region_features"])
+    gathered = add_scored_positions(batch, 1.0, 1.0)
+    # Padding rows on scored rows: a relation token of example 0 (tasks with 3 rows) and a masked region.
+    gathered["masked_token_positions"][gathered["masked_token_weights"] == 0] = 4
+    gathered["masked_region_positions"][gathered["masked_region_weights"] == 0] = 1
+    plain, out = model(**batch), padded(**gathered)
+    plain.loss.backward()
+    out.loss.backward()
+    for name in ["loss", *task_losses(config)]:
+        torch.testing.assert_close(out[name], plain[name], rtol=1e-12, atol=1e-12, msg=name)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(padded.get_parameter(name).grad, parameter.grad, msg=name)
+
+
 def test_task_loss_weights_and_feature_regression(batch_factory):
     config = ErnieVilConfig.from_preset(
         "tiny", masked_region_target="features", task_loss_weights={"itm": 0.0, "mrc": 2.0}
@@ -203,7 +239,7 @@ def test_task_loss_weights_and_feature_regression(batch_factory):
         model(**batch)
     batch["region_feature_targets"] = batch["region_features"].clone()
     out = model(**batch)
-    assert out.masked_region_logits.shape == (2, config.v_feature_size)  # example 1 is a mismatched pair
+    assert out.masked_region_logits.shape == (3 * 6, config.v_feature_size)  # every region: no positions
     expected = (
         out.mlm_loss + out.sgp_object_loss + out.sgp_attribute_loss + out.sgp_relation_loss + 2 * out.mrc_loss
     )
@@ -267,11 +303,6 @@ def test_a_misspelled_argument_is_an_error(config, batch_factory, pretraining_mo
         ),
         (lambda b: b.update(input_ids=b["input_ids"][:2]), r"input_ids has shape \(2, 9\).*batch sizes"),
         (lambda b: b.update(image_sizes=b["image_sizes"][:2]), r"image_sizes has shape \(2, 2\)"),
-        (
-            lambda b: b["region_boxes"].__setitem__((1, 2, 2), 900.0),
-            r"region_boxes\[1, 2\].*\[640.0, 480.0\]",
-        ),
-        (lambda b: b["region_boxes"].__setitem__((0, 0, 0), -50.0), r"region_boxes\[0, 0\] = \[-50.0"),
         (lambda b: b.pop("image_sizes"), "Pass either region_locations"),
         (
             lambda b: b.update(input_ids=torch.ones(3, 100, dtype=torch.long)),
@@ -288,6 +319,39 @@ def test_bad_inputs_raise_errors_that_name_the_problem(
     if batch["input_ids"].shape[1] == 100:
         batch["attention_mask"] = batch["token_type_ids"] = None
     with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda b: b["region_boxes"].__setitem__((1, 2, 2), 900.0),  # x2 beyond the width
+        lambda b: b["region_boxes"].__setitem__((0, 0, 0), -50.0),  # x1 left of the image
+        lambda b: b["region_boxes"].__setitem__((2, 1, 0), b["region_boxes"][2, 1, 2] + 1),  # x1 > x2
+    ],
+)
+def test_a_box_outside_its_image_fails_the_device_assertion(
+    tiny_config, batch_factory, encoder_inputs, change
+):
+    """On the CPU ``torch._assert_async`` raises at once; on a GPU the step fails when the device runs it
+    (the collator names the box: tests/data/test_collator.py)."""
+    model = ErnieVilModel(tiny_config)
+    batch = encoder_inputs(batch_factory(tiny_config))
+    change(batch)
+    with pytest.raises(RuntimeError, match="region_boxes holds a real region whose box is not an x1 <= x2"):
+        model(**batch)
+
+
+def test_scored_positions_need_weights_of_their_shape(tiny_config, batch_factory):
+    model = ErnieVilForPreTraining(tiny_config)
+    batch = add_scored_positions(batch_factory(tiny_config), 0.25, 0.25)
+    batch["masked_region_weights"] = batch["masked_region_weights"][:-1]
+    with pytest.raises(
+        ValueError, match=r"scored positions \(8,\) need weights of the same shape.*got \(7,\)"
+    ):
+        model(**batch)
+    del batch["masked_region_weights"]
+    with pytest.raises(ValueError, match=r"need weights of the same shape.*got None"):
         model(**batch)
 
 

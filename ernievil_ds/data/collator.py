@@ -18,12 +18,17 @@ The masking follows ERNIE-ViL (arXiv 2006.16934) and ViLBERT:
   the chosen regions of every pair, so the model's [IMG] mean leaves them out everywhere), but token targets
   are kept on matched pairs only and the model scores masked regions of matched pairs only.
 
+The heads score the labelled tokens and the masked regions of matched pairs at positions that the
+collator lists, padded to a capacity fixed by the batch's shape (``add_scored_positions``): no shape in
+the step depends on how many were masked, so the host never waits for the device to count them.
+
 Randomness comes from a generator seeded by (seed, epoch, the batch's pair ids): a batch is the same
 whichever DataLoader worker builds it.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping
 
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 
 from ernievil_ds.data.schema import FEATURE_DIM
+from ernievil_ds.modeling_ernievil import BOX_TOLERANCE
 from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, NODE_TYPE_IDS, TOKEN_TASKS
 
 
@@ -53,6 +59,27 @@ def _pad_text(token_ids: list[np.ndarray], max_len: int | None, pad_id: int) -> 
     return input_ids, attention_mask
 
 
+def check_boxes(image: dict, num_regions: int) -> None:
+    """Refuse an image whose first ``num_regions`` boxes are not all x1 <= x2, y1 <= y2 inside it (up to
+    ``BOX_TOLERANCE`` of a side), naming the box. The model asserts the same on the device, where it can
+    neither stop the host nor say which box.
+
+    Raises:
+        ValueError: naming the image, the region, its box and the image's size.
+    """
+    width, height = image["width"], image["height"]
+    boxes = np.asarray(image["boxes"][:num_regions], dtype=np.float32)  # (R, 4)
+    corners = boxes / np.array([width, height, width, height], dtype=np.float32)  # (R, 4)
+    bad = ((corners < -BOX_TOLERANCE) | (corners > 1 + BOX_TOLERANCE)).any(-1)  # (R,)
+    bad |= (corners[:, 2] < corners[:, 0]) | (corners[:, 3] < corners[:, 1])
+    if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"image {image.get('image_id')!r}: region {r}'s box {boxes[r].tolist()} is not an x1 <= x2, "
+            f"y1 <= y2 box inside the image of size (width, height) = ({width}, {height})"
+        )
+
+
 def _pack_regions(images: list[dict], max_regions: int | None) -> dict[str, torch.Tensor | None]:
     """Pad the images' regions to the batch's largest count (at most ``max_regions``, [IMG] not counted).
 
@@ -67,6 +94,8 @@ def _pack_regions(images: list[dict], max_regions: int | None) -> dict[str, torc
         len(image["boxes"]) if max_regions is None else min(len(image["boxes"]), max_regions)
         for image in images
     ]
+    for image, n in zip(images, counts):
+        check_boxes(image, n)
     batch_size, num_regions = len(images), max(max(counts), 1)
     features = np.zeros((batch_size, num_regions, FEATURE_DIM), dtype=np.float16)
     boxes = np.zeros((batch_size, num_regions, 4), dtype=np.float32)
@@ -149,6 +178,58 @@ def pad_to_multiple(batch: dict[str, torch.Tensor], multiple: int, pad_id: int) 
             widths = (0, extra_regions) if value.dim() == 2 else (0, 0, 0, extra_regions)
             padded[key] = torch.nn.functional.pad(value, widths, value=_REGION_PADDING[key])
     return padded
+
+
+#: Capacities are multiples of this: the rows of the heads' matrix products, in whole tensor-core tiles.
+CAPACITY_MULTIPLE = 8
+
+
+def position_capacity(count: int, num_positions: int, share: float | None) -> int:
+    """How many rows a head gathers from a batch of ``num_positions`` positions, ``count`` of them masked.
+
+    ``share`` of the positions, rounded up to a multiple of ``CAPACITY_MULTIPLE``, depends on the batch's
+    shape alone: a compiled step sees one size. A batch that masks more doubles it until the count fits,
+    so the rare batch adds one of a few sizes rather than a size of its own. ``None``: ``count`` exactly.
+    """
+    if share is None:
+        return count
+    capacity = CAPACITY_MULTIPLE * max(1, math.ceil(share * num_positions / CAPACITY_MULTIPLE))
+    while capacity < count:
+        capacity *= 2
+    return capacity
+
+
+def padded_positions(mask: np.ndarray, share: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The True entries of ``mask`` (B, L) as rows padded to ``position_capacity``.
+
+    Returns:
+        positions (N,) int64, the flat index b * L + l of each entry in row-major order, then 0; weights
+        (N,) float32, 1 for the entries and 0 for the padding.
+    """
+    flat = np.flatnonzero(mask)
+    capacity = position_capacity(len(flat), mask.size, share)
+    positions = np.zeros(capacity, dtype=np.int64)
+    positions[: len(flat)] = flat
+    weights = (np.arange(capacity) < len(flat)).astype(np.float32)
+    return torch.from_numpy(positions), torch.from_numpy(weights)
+
+
+def add_scored_positions(
+    batch: dict[str, torch.Tensor], token_share: float | None, region_share: float | None
+) -> dict[str, torch.Tensor]:
+    """Add the rows the pretraining heads score (see ``ErnieVilForPreTraining.forward``): the labelled
+    tokens as ``masked_token_positions`` and ``masked_token_weights``, the masked regions of matched pairs
+    as ``masked_region_positions`` and ``masked_region_weights``, each padded to its capacity
+    (``position_capacity`` with ``token_share`` of the text positions and ``region_share`` of the regions).
+
+    The positions index the batch's (B, T) and (B, R) grids as they are: pad before, not after.
+    """
+    labelled = batch["labels"].numpy() != IGNORE_INDEX  # (B, T)
+    scored = batch["masked_regions"].numpy() & (batch["itm_labels"].numpy()[:, None] == 1)  # (B, R)
+    batch = dict(batch)
+    batch["masked_token_positions"], batch["masked_token_weights"] = padded_positions(labelled, token_share)
+    batch["masked_region_positions"], batch["masked_region_weights"] = padded_positions(scored, region_share)
+    return batch
 
 
 def _check_probability(name: str, value: float) -> None:
@@ -237,7 +318,10 @@ class SGPCollator:
     (batch_size, num_regions, 1601) when the data has detector class distributions, else
     ``region_feature_targets`` (batch_size, num_regions, 2048); ``labels`` and ``task_ids``
     (batch_size, num_tokens), -100 where nothing is predicted; ``itm_labels`` (batch_size,) 1 matched, 0 not;
-    with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (see ``region_word_targets``).
+    with ``region_class_names``, ``region_word_targets`` (batch_size, num_regions) (see ``region_word_targets``);
+    the rows the heads score, padded to capacities fixed by the batch's shape: ``masked_token_positions``,
+    ``masked_token_weights``, ``masked_region_positions``, ``masked_region_weights`` (see
+    ``add_scored_positions``).
 
     Region features and class targets are float16, as stored (see ``_pack_regions``).
 
@@ -247,6 +331,9 @@ class SGPCollator:
             The data must then have class distributions.
         pad_to_multiple_of: pad T and R to multiples of this (``pad_to_multiple``); 1 pads to the batch's
             longest only.
+        token_capacity, region_capacity: the share of the batch's text positions (B * T) and regions
+            (B * R) that the token and region heads gather (``position_capacity``): more than the default
+            masking rates mark, on matched pairs only.
     """
 
     def __init__(
@@ -264,6 +351,8 @@ class SGPCollator:
         max_regions: int = 100,
         region_class_names: list[str] | None = None,
         pad_to_multiple_of: int = 1,
+        token_capacity: float = 0.25,
+        region_capacity: float = 0.15,
     ) -> None:
         self.node_mask_rates = node_mask_rates(node_mask_prob)  # (4,) by task id
         for name, value in (
@@ -273,6 +362,10 @@ class SGPCollator:
             ("itm_negative_prob", itm_negative_prob),
         ):
             _check_probability(name, value)
+        for name, value in (("token_capacity", token_capacity), ("region_capacity", region_capacity)):
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be a share of the batch's positions in (0, 1], got {value}")
+        self.token_capacity, self.region_capacity = token_capacity, region_capacity
         if max_text_len < 3:
             raise ValueError(f"max_text_len must leave room for [CLS], a token and [SEP], got {max_text_len}")
         if max_regions < 1:
@@ -422,7 +515,8 @@ class SGPCollator:
                     self.class_words,
                 )
             )
-        return pad_to_multiple(batch, self.pad_to_multiple_of, self.pad_id)
+        batch = pad_to_multiple(batch, self.pad_to_multiple_of, self.pad_id)
+        return add_scored_positions(batch, self.token_capacity, self.region_capacity)
 
 
 def collate_cloze(
@@ -438,7 +532,8 @@ def collate_cloze(
 
     Returns:
         ``(batch, targets)``: ``batch`` has the ``SGPCollator`` keys with every WordPiece of the node
-        [MASK]ed (labels and task ids there), no region masked and ``itm_labels`` all 1; ``targets[i]`` is
+        [MASK]ed (labels and task ids there), no region masked and ``itm_labels`` all 1, its scored
+        positions unpadded (the logits' rows are the nodes' WordPieces in order); ``targets[i]`` is
         a dict with the node's ``node_type``, ``name``, ``text``, ``positions`` and ``token_ids``.
 
     Raises:
@@ -483,4 +578,4 @@ def collate_cloze(
     batch = _to_batch(
         input_ids, attention_mask, labels, task_ids, regions, masked_regions, region_targets, itm_labels
     )
-    return batch, targets
+    return add_scored_positions(batch, None, None), targets

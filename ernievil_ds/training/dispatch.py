@@ -156,11 +156,10 @@ def compile_engine(engine, backend: str) -> None:
     """``torch.compile`` the engine's model with ``backend`` (DeepSpeed's ``engine.compile``: the state dict
     keeps its keys, and ZeRO's gradient hooks stay on the parameters).
 
-    The masked-token and masked-region heads run on the positions a batch selects, whose number the
-    compiler must then trace as a value known only at run time (``capture_dynamic_output_shape_ops``).
+    The step traces as one graph (``fullgraph=True``): no operator in it has a shape that depends on tensor
+    values (the heads gather the collator's padded positions), so nothing is left to run eagerly.
     """
-    torch._dynamo.config.capture_dynamic_output_shape_ops = True
-    engine.compile(backend=backend)
+    engine.compile(backend=backend, compile_kwargs={"fullgraph": True})
 
 
 __all__ = [

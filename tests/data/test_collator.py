@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ernievil_ds.data import SGPCollator, collate_cloze, load_pretraining_split
-from ernievil_ds.data.collator import region_word_targets
+from ernievil_ds.data.collator import position_capacity, region_word_targets
 from ernievil_ds.data.synth import detector_class_names
 from ernievil_ds.tasks import MLM_TASK_ID, NODE_TYPE_IDS
 
@@ -24,6 +24,10 @@ MODEL_KEYS = {
     "labels",
     "task_ids",
     "itm_labels",
+    "masked_token_positions",
+    "masked_token_weights",
+    "masked_region_positions",
+    "masked_region_weights",
 }
 
 
@@ -221,6 +225,11 @@ def test_cloze_masks_exactly_one_node(examples, tokenizer):
     others = chunk[1:] + chunk[:1]
     batch, targets = collate_cloze(chunk, node_indices, tokenizer, image_examples=others)
     assert set(batch) == MODEL_KEYS
+    labelled = (batch["labels"] != -100).flatten().nonzero()[:, 0]  # unpadded: one logits row per WordPiece
+    assert (
+        torch.equal(batch["masked_token_positions"], labelled) and (batch["masked_token_weights"] == 1).all()
+    )
+    assert len(batch["masked_region_positions"]) == 0
     assert (batch["itm_labels"] == 1).all() and not batch["masked_regions"].any()
     for i, target in enumerate(targets):
         positions = torch.tensor(target["positions"])
@@ -233,6 +242,53 @@ def test_cloze_masks_exactly_one_node(examples, tokenizer):
         )
     with pytest.raises(ValueError, match="node 99"):
         collate_cloze(chunk[:1], [99], tokenizer)
+
+
+def test_scored_positions_are_the_labelled_tokens_and_scored_regions_padded_to_a_capacity(
+    examples, tokenizer
+):
+    collator = SGPCollator(tokenizer)
+    for _, batch in _batches(examples, collator, batch_size=16, epochs=2):
+        for grid, mask, share in (
+            ("token", batch["labels"] != -100, 0.25),
+            ("region", batch["masked_regions"] & (batch["itm_labels"][:, None] == 1), 0.15),
+        ):
+            positions, weights = batch[f"masked_{grid}_positions"], batch[f"masked_{grid}_weights"]
+            count = int(mask.sum())
+            assert positions.dtype == torch.long and weights.dtype == torch.float32
+            assert len(positions) == len(weights) == position_capacity(count, mask.numel(), share)
+            assert weights.tolist() == [1.0] * count + [0.0] * (len(weights) - count)
+            assert torch.equal(positions[:count], mask.flatten().nonzero()[:, 0])  # row-major order
+            assert (positions[count:] == 0).all()
+
+
+def test_capacity_is_fixed_by_the_batch_shape_and_doubles_for_a_batch_that_masks_more():
+    assert position_capacity(3, 100, 0.25) == position_capacity(25, 100, 0.25) == 32  # 25 rounded up to 8s
+    assert position_capacity(33, 100, 0.25) == 64 and position_capacity(100, 100, 0.25) == 128
+    assert position_capacity(0, 3, 0.15) == 8 and position_capacity(7, 100, None) == 7
+
+
+@pytest.mark.parametrize("name", ["token_capacity", "region_capacity"])
+@pytest.mark.parametrize("value", [0.0, 1.5])
+def test_bad_capacities_are_refused(tokenizer, name, value):
+    with pytest.raises(ValueError, match=rf"{name} must be a share .* in \(0, 1\], got {value}"):
+        SGPCollator(tokenizer, **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("box", "max_regions"),
+    [([10.0, 10.0, 5.0, 20.0], 100), ([-30.0, 0.0, 20.0, 20.0], 100), ([0.0, 0.0, 20.0, 1e4], 100)],
+    ids=["x1 > x2", "left of the image", "below the image"],
+)
+def test_a_box_outside_its_image_is_refused_with_its_image_and_region(examples, tokenizer, box, max_regions):
+    chunk = [dict(e) for e in examples[:4]]
+    boxes = np.array(chunk[2]["boxes"])
+    boxes[1] = box
+    chunk[2]["boxes"] = boxes
+    message = rf"image {chunk[2]['image_id']!r}: region 1's box \[{box[0]}, .* inside the image of size"
+    with pytest.raises(ValueError, match=message):
+        SGPCollator(tokenizer, max_regions=max_regions)(chunk)
+    SGPCollator(tokenizer, max_regions=1)(chunk)  # a region cut off by max_regions is not read
 
 
 def test_region_word_targets_by_hand():

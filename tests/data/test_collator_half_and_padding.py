@@ -89,7 +89,17 @@ def test_padding_to_a_multiple_changes_no_loss(examples, tokenizer, tiny_model, 
     assert padded["input_ids"].shape[1] % multiple == 0 and padded["region_mask"].shape[1] % multiple == 0
     assert padded["input_ids"].shape[1] - num_tokens < multiple
     assert padded["region_mask"].shape[1] - num_regions < multiple
+    for grid, length in (("token", num_tokens), ("region", num_regions)):  # the same rows, in padded grids
+        positions, weights = plain[f"masked_{grid}_positions"], plain[f"masked_{grid}_weights"]
+        padded_positions = padded[f"masked_{grid}_positions"][padded[f"masked_{grid}_weights"] == 1]
+        padded_length = padded["input_ids" if grid == "token" else "region_mask"].shape[1]
+        real = positions[weights == 1]
+        assert torch.equal(
+            padded_positions // padded_length * length + padded_positions % padded_length, real
+        )
     for key, value in plain.items():  # the real positions are untouched
+        if key.startswith(("masked_token_", "masked_region_")):
+            continue
         if value.dim() >= 2 and value.shape[1] in (num_tokens, num_regions) and key != "image_sizes":
             assert torch.equal(padded[key][:, : value.shape[1]], value), key
         else:

@@ -32,7 +32,10 @@ def images():
                 "image_id": image_id,
                 "width": 640 + n,
                 "height": 480 - n,
-                "boxes": (rng.random((boxes, 4)) * 400).astype(np.float32),
+                # Two (x, y) points per box, sorted: x1 <= x2, y1 <= y2.
+                "boxes": np.sort(rng.random((boxes, 2, 2)) * 400, axis=1)
+                .reshape(boxes, 4)
+                .astype(np.float32),
                 "features": rng.random((boxes, 2048)).astype(np.float32),
                 "cls_prob": rng.dirichlet(np.ones(1601), boxes).astype(np.float32),
             }
