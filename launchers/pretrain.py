@@ -5,7 +5,7 @@
     deepspeed launchers/pretrain.py --deepspeed ds_configs/v100_8.json --recipe paper_base \
         --data-dir DATA --output-dir runs/base
 
-The library holds the logic (ernievil_ds.training); this file is the DeepSpeed program. An error in the
+The library holds the logic (ernievil_ds.pretraining); this file is the DeepSpeed program. An error in the
 input stops every rank with exit status 2 and one line from rank 0; --debug (or ERNIEVIL_DS_DEBUG=1)
 shows its traceback.
 """
@@ -20,9 +20,9 @@ import deepspeed
 
 from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import run_command
-from ernievil_ds.training.arguments import parse_pretrain_arguments
-from ernievil_ds.training.dispatch import compile_engine
-from ernievil_ds.training.pretrain import PretrainingRun
+from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
+from ernievil_ds.pretraining.dispatch import compile_engine
+from ernievil_ds.pretraining.pretrain import PretrainingRun
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 

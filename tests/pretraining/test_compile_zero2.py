@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.training.conftest import REPO
+from tests.pretraining.conftest import REPO
 
 
 @pytest.mark.slow

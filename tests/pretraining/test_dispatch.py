@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from ernievil_ds.errors import UserError
-from ernievil_ds.training.dispatch import DeviceInfo, choose_implementation, resolve_kernel_arguments
+from ernievil_ds.pretraining.dispatch import DeviceInfo, choose_implementation, resolve_kernel_arguments
 
 H100 = DeviceInfo("cuda", (9, 0), "NVIDIA H100")
 A100 = DeviceInfo("cuda", (8, 0), "NVIDIA A100")

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ernievil_ds.training.metrics import LossAverager
+from ernievil_ds.pretraining.metrics import LossAverager
 
 
 def test_loss_averager_means_each_task_over_the_batches_that_have_it():

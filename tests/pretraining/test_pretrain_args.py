@@ -14,8 +14,8 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from ernievil_ds import ErnieVilConfig
 from ernievil_ds.data.prepare import import_captions
 from ernievil_ds.errors import UserError
-from ernievil_ds.training.arguments import add_pretrain_arguments, parse_pretrain_arguments
-from ernievil_ds.training.pretrain import PretrainingRun, build_config
+from ernievil_ds.pretraining.arguments import add_pretrain_arguments, parse_pretrain_arguments
+from ernievil_ds.pretraining.pretrain import PretrainingRun, build_config
 from tests.data.word_parser import WordParser
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from ernievil_ds.data import SGPCollator
-from ernievil_ds.training.arguments import add_pretrain_arguments
-from ernievil_ds.training.checkpoint import complete_checkpoints
-from ernievil_ds.training.pretrain import (
+from ernievil_ds.pretraining.arguments import add_pretrain_arguments
+from ernievil_ds.pretraining.checkpoint import complete_checkpoints
+from ernievil_ds.pretraining.pretrain import (
     LoaderPosition,
     NonFiniteLossError,
     NonFiniteLossGuard,
