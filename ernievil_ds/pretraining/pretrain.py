@@ -14,7 +14,7 @@ import copy
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -145,6 +145,18 @@ def check_prepared_data_dir(data_dir: Path) -> None:
             "(--split train and --split eval) and features with launchers/prepare_data.py, or rerun an "
             "interrupted import to finish it"
         )
+
+
+def import_kernels() -> None:
+    """Import the Triton kernels, which registers them as attention and loss "triton" (``auto`` then
+    considers them); without Triton or its driver the run goes on with PyTorch's, and says why."""
+    try:
+        import ernievil_ds_kernels  # noqa: F401
+    except Exception as error:  # any failure means: no Triton kernels in this run
+        if dist_info().is_main:
+            print(
+                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
+            )
 
 
 class NonFiniteLossError(UserError):
@@ -336,8 +348,7 @@ class PretrainingRun:
         progress = tqdm(total=args.max_steps, initial=step, desc="pretrain", disable=not info.is_main)
         last_losses: dict[str, float] = {}
         guard = NonFiniteLossGuard(not engine.fp16_enabled(), self.pair_ids_at)
-        batches = resumed_batches(self.train_loader[0], position, self.collator.set_epoch)
-        batches = batches if step < stop_step else iter(())
+        batches = self.batches(position) if step < stop_step else iter(())
         for batch in batches:
             outputs = engine(**batch_to_device(batch, engine.device, engine_dtype(engine)))
             guard.watch(outputs.loss, step + 1, position.epoch, position.index - self.micro_batch_size)
@@ -373,6 +384,11 @@ class PretrainingRun:
     @property
     def folder(self) -> RunFolder:
         return RunFolder(self.args.output_dir)
+
+    def batches(self, position: SamplePosition) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's training batches from ``position`` on, epoch after epoch; ``position`` follows them,
+        and each epoch reseeds the collator's masking."""
+        return resumed_batches(self.train_loader[0], position, self.collator.set_epoch)
 
     @cached_property
     def train_loader(self) -> tuple[DataLoader, ResumableDistributedSampler]:

@@ -16,7 +16,7 @@ from ernievil_ds.finetuning.data import import_official_vqa, import_refcoco, imp
 from ernievil_ds.finetuning.loop import finetune
 from ernievil_ds.finetuning.tasks import ImageTextRetrievalTask
 from ernievil_ds.finetuning.tasks.retrieval import AllPairs
-from ernievil_ds.pretraining.metrics import read_metrics
+from ernievil_ds.runs import read_metrics
 from tests.finetuning.official_files import (
     image_tsv_row,
     refcoco_row,
