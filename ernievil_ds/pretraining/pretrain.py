@@ -316,6 +316,7 @@ class PretrainingRun:
             len(run.train_loader[0].dataset),
             len(run.eval_loader.dataset),
         )
+        args.output_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
             write_settings(run.folder, PRETRAINING, vars(args), model.config.to_dict())
         return run
