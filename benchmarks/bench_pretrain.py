@@ -34,7 +34,7 @@ from bench_loader import detector_sized_copy
 from machine import NOT_MEASURED, device_name, peak_tflops, print_table
 
 from ernievil_ds.data import build_synth_scenes, load_tokenizer
-from ernievil_ds.training.ds_config import load_ds_config
+from ernievil_ds.pretraining.ds_config import load_ds_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

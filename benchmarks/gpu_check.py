@@ -20,7 +20,7 @@ interpreter (restarted with ``TRITON_INTERPRET=1``), each timing taken once, not
   sdpa + the PyTorch loss, the Triton attention, the Triton loss, and sdpa compiled with
   ``mode="reduce-overhead"``: ms/step, peak memory, host (issuing) and device time per step, MFU.
 
-``table_rows`` in summary.json are the rows of ``ernievil_ds.training.kernel_measurements`` that the
+``table_rows`` in summary.json are the rows of ``ernievil_ds.pretraining.kernel_measurements`` that the
 attention and loss steps measured (forward+backward, dropout 0.1 for the attention, B 64), to be copied
 there.
 """
@@ -458,7 +458,7 @@ def render_markdown(summary: dict) -> str:
     if summary.get("table_rows"):
         lines += [
             "",
-            "## Rows for ernievil_ds.training.kernel_measurements",
+            "## Rows for ernievil_ds.pretraining.kernel_measurements",
             "",
             "```",
             json.dumps(summary["table_rows"], indent=1),

@@ -6,7 +6,7 @@
 #   benchmarks/gpu_check.sh OUT_DIR --cpu-smoke  # the same steps at tiny shapes on the CPU, Triton interpreted
 #
 # Writes 8 files to OUT_DIR: summary.md and summary.json (every step's figures, how each step ended, and
-# the rows for ernievil_ds.training.kernel_measurements), tests.log, attention_b64.log,
+# the rows for ernievil_ds.pretraining.kernel_measurements), tests.log, attention_b64.log,
 # attention_b512.log, loss.log, cuda_graph.log, base_step.log. A step that fails or runs out of time is
 # recorded and the next one runs. The image's torch and triton are used as they are: nothing is put ahead
 # of them on PYTHONPATH.

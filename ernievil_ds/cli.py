@@ -21,7 +21,7 @@ _COMMAND_MODULES = (
     "ernievil_ds.finetuning.data.commands",
     "ernievil_ds.hub.commands",
     "ernievil_ds.scene_graph.commands",
-    "ernievil_ds.training.commands",
+    "ernievil_ds.pretraining.commands",
 )
 
 

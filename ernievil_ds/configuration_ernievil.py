@@ -8,7 +8,7 @@ import itertools
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-from ernievil_ds.tasks import GROUNDING_TASK, PRETRAINING_TASKS
+from ernievil_ds.objectives import GROUNDING_TASK, PRETRAINING_TASKS
 
 MASKED_REGION_TARGETS = ("class_distribution", "features")
 
@@ -33,7 +33,7 @@ class ErnieVilConfig(PreTrainedConfig):
     Heads: ``num_region_classes`` (1601 Visual Genome detector classes), ``num_region_attributes`` (401,
     used by fine-tuning), ``masked_region_target`` (``"class_distribution"``: KL to the detector's
     distribution; ``"features"``: regression of the original feature), ``task_loss_weights`` (a weight per
-    task of ``ernievil_ds.tasks.PRETRAINING_TASKS``; a task left out weighs 1),
+    task of ``ernievil_ds.objectives.PRETRAINING_TASKS``; a task left out weighs 1),
     ``masked_token_loss_implementation`` (the name of the masked-token cross-entropy in
     ``ernievil_ds.masked_token_loss``: ``"torch"``, or ``"triton"`` once the Triton kernel package of
     ``kernels/`` is imported).

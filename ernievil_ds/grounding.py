@@ -38,7 +38,7 @@ from ernievil_ds.modeling_ernievil import (
     TaskLoss,
     at_least_float32,
 )
-from ernievil_ds.tasks import GROUNDING_TASK, IGNORE_INDEX
+from ernievil_ds.objectives import GROUNDING_TASK, IGNORE_INDEX
 
 #: The co-layer box embeddings start at this multiple of the location projection's fan-in std: at 1x and
 #: 2x the demo's relations stay at chance through its 700 steps (docs/design-notes.md).
@@ -83,9 +83,10 @@ class GroundedPositionBias(nn.Module):
 class GroundedCoAttentionLayer(ErnieVilCoAttentionLayer):
     """The paper's co-layer with the box embedding and the grounded position bias.
 
-    The image->text direction runs first, through the eager attention function (its weights are
-    needed); with the position bias, its weights bias the text->image direction, whose attention
-    function is the config's.
+    The image->text direction runs first, always through the eager attention function: its weights
+    ground the regions. With the position bias, those weights bias the text->image direction, which runs
+    through the config's attention function (``config._attn_implementation``), unless
+    ``output_attentions=True`` asks for its weights too: then it is eager as well.
     """
 
     def __init__(self, config: ErnieVilGroundedConfig):
@@ -109,8 +110,9 @@ class GroundedCoAttentionLayer(ErnieVilCoAttentionLayer):
         region_locations: torch.Tensor,
         output_attentions: bool = False,
     ) -> CoAttentionLayerOutput:
-        """As [`ErnieVilCoAttentionLayer`], with the regions' 5-d locations (B, R, 5); the image->text weights
-        are always computed (they ground the regions), the text->image ones with ``output_attentions``."""
+        """As [`ErnieVilCoAttentionLayer`], with the regions' 5-d locations (B, R, 5). The image->text weights
+        are always computed, eagerly (they ground the regions); the text->image direction runs through the
+        config's attention function, or eagerly with ``output_attentions`` (which returns both weights)."""
         if self.box_embedding is not None:
             image_states = image_states + self.box_embedding(region_locations.to(image_states.dtype))
         image_attended, image_to_text = self.image_attention(
@@ -212,26 +214,65 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
     encoder_class = ErnieVilGroundedModel
 
     def forward(
-        self, region_word_targets: torch.LongTensor | None = None, **inputs
+        self,
+        input_ids: torch.LongTensor,
+        region_features: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        region_mask: torch.LongTensor | None = None,
+        region_boxes: torch.FloatTensor | None = None,
+        image_sizes: torch.FloatTensor | None = None,
+        region_locations: torch.FloatTensor | None = None,
+        masked_regions: torch.BoolTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        task_ids: torch.LongTensor | None = None,
+        region_class_targets: torch.FloatTensor | None = None,
+        region_feature_targets: torch.FloatTensor | None = None,
+        itm_labels: torch.LongTensor | None = None,
+        output_attentions: bool = False,
+        region_word_targets: torch.LongTensor | None = None,
     ) -> ErnieVilGroundedForPreTrainingOutput:
         r"""
-        Takes [`ErnieVilForPreTraining`]'s inputs (by keyword), plus:
+        Takes [`ErnieVilForPreTraining`]'s inputs, in its order, plus:
 
             region_word_targets (`torch.LongTensor` of shape `(batch_size, num_regions)`): for each input
                 region, the text position of the caption word that names it, -100 where none does; the
                 grounding loss's target.
+
+        Attention dispatch: without `region_word_targets` and `output_attentions`, every attention runs
+        through `config._attn_implementation`, except each grounded co-layer's image->text direction, which
+        is always eager. With `region_word_targets`, the grounding loss needs the image->text weights of
+        `config.grounding_co_layers`, and the encoder runs with `output_attentions=True`: both directions of
+        every co-layer then run eagerly (the text and image self-attention layers keep the configured
+        function), and `co_attentions` is returned only when `output_attentions` was asked for.
         """
+        inputs = {
+            "input_ids": input_ids,
+            "region_features": region_features,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "region_mask": region_mask,
+            "region_boxes": region_boxes,
+            "image_sizes": image_sizes,
+            "region_locations": region_locations,
+            "masked_regions": masked_regions,
+            "labels": labels,
+            "task_ids": task_ids,
+            "region_class_targets": region_class_targets,
+            "region_feature_targets": region_feature_targets,
+            "itm_labels": itm_labels,
+        }
         if region_word_targets is None:
-            return ErnieVilGroundedForPreTrainingOutput(**super().forward(**inputs))
+            return ErnieVilGroundedForPreTrainingOutput(
+                **super().forward(**inputs, output_attentions=output_attentions)
+            )
         if not self.config.grounding_co_layers:
             raise ValueError(
                 "region_word_targets were given but this model computes no grounding loss "
                 "(config.grounding_co_layers is empty)"
             )
-        wants_attentions = inputs.pop("output_attentions", False)
         outputs = super().forward(**inputs, output_attentions=True)
-        text_keep = inputs.get("attention_mask")
-        text_keep = torch.ones_like(inputs["input_ids"]) if text_keep is None else text_keep
+        text_keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
         image_to_text = [outputs.co_attentions[i][1] for i in self.config.grounding_co_layers]
         loss = grounding_loss(image_to_text, region_word_targets, text_keep)
         weighted = self.config.task_loss_weights[GROUNDING_TASK] * loss.mean
@@ -240,7 +281,7 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
             **{
                 **outputs,
                 "loss": total,
-                "co_attentions": outputs.co_attentions if wants_attentions else None,
+                "co_attentions": outputs.co_attentions if output_attentions else None,
             },
             grounding_loss=loss.reported(),
         )

@@ -26,7 +26,7 @@ from transformers.utils import ModelOutput
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
 from ernievil_ds.masked_token_loss import masked_token_loss_function
-from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, TOKEN_TASKS, loss_name
+from ernievil_ds.objectives import IGNORE_INDEX, MLM_TASK_ID, TOKEN_TASKS, loss_name
 
 #: Tolerance, as a fraction of the image side, for boxes that a detector placed a hair outside the image.
 BOX_TOLERANCE = 0.01
@@ -814,7 +814,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size, text_length)`): the original WordPiece id where a
                 token is to be predicted, -100 elsewhere.
             task_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): where `labels != -100`, the
-                index of its task in `ernievil_ds.tasks.TOKEN_TASKS` (0 mlm, 1 object, 2 attribute,
+                index of its task in `ernievil_ds.objectives.TOKEN_TASKS` (0 mlm, 1 object, 2 attribute,
                 3 relation); all positions count as mlm when omitted.
             region_class_targets (`torch.FloatTensor` of shape `(batch_size, num_regions, num_region_classes)`):
                 the detector's class distribution, the target at `masked_regions`.

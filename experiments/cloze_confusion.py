@@ -25,7 +25,7 @@ from transformers import AutoModelForPreTraining
 from ernievil_ds.data import collate_cloze, default_synth_dir, load_pretraining_split, load_tokenizer
 from ernievil_ds.data.synth import COLOURS, MATERIALS, RELATIONS, SIZES
 from ernievil_ds.data.transfer import batch_to_device
-from ernievil_ds.tasks import NODE_TYPE_IDS
+from ernievil_ds.objectives import NODE_TYPE_IDS
 
 BATCH_SIZE = 128
 #: The rows and columns of each node type's table: (name, the words it covers).

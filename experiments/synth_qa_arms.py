@@ -24,7 +24,8 @@ from pathlib import Path
 from transformers import AutoConfig, AutoModelForPreTraining
 
 from ernievil_ds.assets import minilm_dir
-from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
+from ernievil_ds.finetuning.arguments import FinetuneSettings
+from ernievil_ds.finetuning.loop import finetune
 from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES
 from ernievil_ds.text_init import init_text_stream_from_bert
 

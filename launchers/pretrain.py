@@ -5,7 +5,7 @@
     deepspeed launchers/pretrain.py --deepspeed ds_configs/v100_8.json --recipe paper_base \
         --data-dir DATA --output-dir runs/base
 
-The library holds the logic (ernievil_ds.training); this file is the DeepSpeed program. An error in the
+The library holds the logic (ernievil_ds.pretraining); this file is the DeepSpeed program. An error in the
 input stops every rank with exit status 2 and one line from rank 0; --debug (or ERNIEVIL_DS_DEBUG=1)
 shows its traceback.
 """
@@ -18,28 +18,16 @@ from pathlib import Path
 
 import deepspeed
 
-from ernievil_ds.distributed import dist_info, setup_logging
+from ernievil_ds.distributed import setup_logging
 from ernievil_ds.errors import run_command
-from ernievil_ds.training.arguments import parse_pretrain_arguments
-from ernievil_ds.training.dispatch import compile_engine
-from ernievil_ds.training.pretrain import PretrainingRun
+from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
+from ernievil_ds.pretraining.dispatch import compile_engine
+from ernievil_ds.pretraining.pretrain import PretrainingRun, import_kernels
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 # DeepSpeed 0.19's ZeRO-2 calls a torch.distributed function that torch 2.13 deprecates, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
-
-
-def import_kernels() -> None:
-    """Import the Triton kernels, which registers them as attention and loss "triton" (``auto`` then
-    considers them); without Triton or its driver the run goes on with PyTorch's, and says why."""
-    try:
-        import ernievil_ds_kernels  # noqa: F401
-    except Exception as error:  # any failure means: no Triton kernels in this run
-        if dist_info().is_main:
-            print(
-                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
-            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,15 +4,18 @@ the grounded co-layer, the grounding loss and the extras' initialisation."""
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
 import torch
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AttentionInterface, AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ernievil_ds import ErnieVilConfig, ErnieVilGroundedForPreTraining
 from ernievil_ds.grounding import GroundedPositionBias
+from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
 
 
 def test_position_bias_reads_the_table_at_each_regions_offset_by_hand():
@@ -271,3 +274,79 @@ def test_a_grounded_model_round_trips_through_the_auto_classes(grounded_config, 
     assert type(loaded) is ErnieVilGroundedForPreTraining
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_grounded_forward_takes_the_paper_models_inputs_by_position_too(
+    grounded_config, batch_factory, pretraining_model
+):
+    model = pretraining_model(grounded_config).eval()
+    names = list(inspect.signature(ErnieVilForPreTraining.forward).parameters)[1:]
+    grounded_names = list(inspect.signature(ErnieVilGroundedForPreTraining.forward).parameters)[1:]
+    assert grounded_names == [*names, "region_word_targets"]
+    batch = batch_factory(grounded_config)
+    by_keyword = model(**batch)
+    by_position = model(
+        *(batch.get(name, False if name == "output_attentions" else None) for name in grounded_names)
+    )
+    torch.testing.assert_close(by_position.loss, by_keyword.loss, rtol=0, atol=0)
+    torch.testing.assert_close(by_position.grounding_loss, by_keyword.grounding_loss, rtol=0, atol=0)
+
+
+COUNTING = "counting-sdpa-test"
+
+
+@pytest.fixture
+def attention_calls():
+    """A registered attention function that records (query length, key length) per call, then runs sdpa."""
+    calls = []
+
+    def counting(module, query, key, value, attention_mask, **kwargs):
+        calls.append((query.shape[2], key.shape[2]))  # (B, H, L, D)
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(COUNTING, counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("targets", "output_attentions", "configured_co_directions"),
+    [(False, False, ["text->image"]), (True, False, []), (False, True, [])],
+)
+def test_dispatch_is_as_the_docstrings_say(
+    grounded_config,
+    batch_factory,
+    pretraining_model,
+    attention_calls,
+    targets,
+    output_attentions,
+    configured_co_directions,
+):
+    """The configured function runs every self-attention; in each grounded co-layer the image->text
+    direction is always eager, and text->image is eager too once weights are asked for (the grounding loss
+    asks for them)."""
+    model = pretraining_model(grounded_config).eval()
+    model.config._attn_implementation = COUNTING
+    batch = batch_factory(grounded_config)
+    if not targets:
+        batch.pop("region_word_targets")
+    text_length, regions = batch["input_ids"].shape[1], batch["region_features"].shape[1] + 1  # with [IMG]
+    assert text_length != regions
+    outputs = model(**batch, output_attentions=output_attentions)
+    config = model.config
+    kinds = {
+        (text_length, text_length): "text self",
+        (regions, regions): "image self",
+        (text_length, regions): "text->image",
+        (regions, text_length): "image->text",
+    }
+    counted = {kind: 0 for kind in kinds.values()}
+    for call in attention_calls:
+        counted[kinds[call]] += 1
+    co_layers = len(config.text_co_layer_ids)
+    assert counted == {
+        "text self": config.num_hidden_layers,
+        "image self": config.v_num_hidden_layers,
+        "text->image": co_layers if "text->image" in configured_co_directions else 0,
+        "image->text": 0,
+    }
+    assert (outputs.co_attentions is not None) == output_attentions

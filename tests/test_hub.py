@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import logging
 import re
 import shlex
-from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -26,11 +24,13 @@ from safetensors.torch import save_file
 from ernievil_ds.cli import main as ernievil_ds
 from ernievil_ds.data import load_tokenizer
 from ernievil_ds.errors import UserError
-from ernievil_ds.finetuning.loop import FinetuneSettings
+from ernievil_ds.finetuning.arguments import FinetuneSettings
+from ernievil_ds.finetuning.loop import main as finetune_main
 from ernievil_ds.hub.files import collect_model_files
 from ernievil_ds.hub.push import prepare_upload
-from ernievil_ds.training.arguments import parse_pretrain_arguments
-from ernievil_ds.training.pretrain import PretrainingRun, write_resolved_arguments
+from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
+from ernievil_ds.pretraining.pretrain import PretrainingRun
+from ernievil_ds.runs import FINETUNING, PRETRAINING, RunFolder, write_settings
 from tests.conftest import assert_loads_in_fresh_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def install_hub(tmp_path, monkeypatch):
 
 @pytest.fixture
 def saved_run(tmp_path, tiny_config, pretraining_model):
-    """A pretraining run folder: args.json from the real argument parser, a hand-written cloze.json, and
+    """A pretraining run folder: run.json from the real argument parser, a hand-written cloze.json, and
     hf_model/ with a tiny model, the tokenizer and files that must not be published."""
     run_dir = tmp_path / "run"
     args = parse_pretrain_arguments(
@@ -189,7 +189,7 @@ def saved_run(tmp_path, tiny_config, pretraining_model):
     model_dir = run_dir / "hf_model"
     model.save_pretrained(model_dir)
     load_tokenizer().save_pretrained(model_dir)
-    write_resolved_arguments(args, model.config)
+    write_settings(RunFolder(run_dir), PRETRAINING, vars(args), model.config.to_dict())
     (run_dir / "cloze.json").write_text(json.dumps(CLOZE))
     (model_dir / "optimizer.pt").write_bytes(b"\x80\x04pickled optimizer state")
     (model_dir / "pytorch_model.bin").write_bytes(b"\x80\x04pickled weights")
@@ -295,15 +295,15 @@ def test_pretraining_card_metadata_metrics_command_and_citation(saved_run):
     }
 
 
-def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run):
+def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypatch):
     run_dir, _, _ = saved_run
     finetuned = tmp_path / "finetuned"
     finetuned.mkdir()
     (run_dir / "hf_model").rename(finetuned / "hf_model")
-    settings = asdict(FinetuneSettings(task="synth_qa", output_dir=finetuned, steps=50, learning_rate=3e-4))
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
-    settings["accelerate"] = {"distributed_type": "MULTI_CPU", "num_processes": 2}
-    (finetuned / "finetune_args.json").write_text(json.dumps(settings))
+    settings = FinetuneSettings(task="synth_qa", output_dir=finetuned, steps=50, learning_rate=3e-4)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch --num_processes 2
+    write_settings(RunFolder(finetuned), FINETUNING, vars(settings), None)
+    monkeypatch.delenv("WORLD_SIZE")
     records = [
         {"step": 25, "eval_accuracy": 0.25, "eval_accuracy_colour": 0.125},
         {"step": 50, "eval_accuracy": 0.5, "eval_accuracy_colour": 0.375},
@@ -432,19 +432,11 @@ def test_a_push_failing_after_training_says_how_to_push_later(saved_run, hub_tok
         PretrainingRun(args, {}, None, None, run_dir, 1, None).finish("cpu")
 
 
-def load_finetune_launcher():
-    spec = importlib.util.spec_from_file_location("finetune_launcher", REPO / "launchers" / "finetune.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_finetuning_pushes_the_model_with_its_tokenizer_at_the_end(tmp_path, hub_token, install_hub, capsys):
     hub = install_hub()
-    launcher = load_finetune_launcher()
     argv = ["--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path / "run"), "--steps", "2"]
     argv += ["--batch-size", "4", "--train-images", "4", "--eval-images", "2", "--push-to-hub", "someone/vqa"]
-    assert launcher.main(argv) == 0
+    assert finetune_main(argv) == 0
     files = pushed_files(hub, "someone/vqa")
     assert {"config.json", "model.safetensors", "README.md", "tokenizer.json"} <= set(files)
     final = json.loads((tmp_path / "run" / "eval.jsonl").read_text().splitlines()[-1])
@@ -456,5 +448,5 @@ def test_finetuning_pushes_the_model_with_its_tokenizer_at_the_end(tmp_path, hub
 def test_finetuning_checks_the_token_before_training(tmp_path, no_token):
     argv = ["--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path / "run")]
     with pytest.raises(UserError, match="no Hugging Face token"):
-        load_finetune_launcher().main([*argv, "--push-to-hub", "someone/vqa"])
+        finetune_main([*argv, "--push-to-hub", "someone/vqa"])
     assert not (tmp_path / "run").exists()

@@ -17,7 +17,7 @@ from ernievil_ds.modeling_ernievil import (
     box_locations,
     count_parameters_by_component,
 )
-from ernievil_ds.tasks import PRETRAINING_TASKS, TOKEN_TASKS, loss_name
+from ernievil_ds.objectives import PRETRAINING_TASKS, TOKEN_TASKS, loss_name
 
 
 def task_losses(config: ErnieVilConfig) -> list[str]:

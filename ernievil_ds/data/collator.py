@@ -37,7 +37,7 @@ import torch
 
 from ernievil_ds.data.schema import FEATURE_DIM
 from ernievil_ds.modeling_ernievil import BOX_TOLERANCE
-from ernievil_ds.tasks import IGNORE_INDEX, MLM_TASK_ID, NODE_TYPE_IDS, TOKEN_TASKS
+from ernievil_ds.objectives import IGNORE_INDEX, MLM_TASK_ID, NODE_TYPE_IDS, TOKEN_TASKS
 
 
 def _pad_text(token_ids: list[np.ndarray], max_len: int | None, pad_id: int) -> tuple[np.ndarray, np.ndarray]:

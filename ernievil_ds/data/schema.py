@@ -8,7 +8,7 @@ A prepared data directory holds::
     DATA/pairs/<split>/manifest.json    written last: the split is complete
 
 The two tables are joined by ``image_id`` when batches are built, so COCO's five captions per image share
-one copy of its features. Node types are stored as their ids in ``ernievil_ds.tasks.NODE_TYPE_IDS``.
+one copy of its features. Node types are stored as their ids in ``ernievil_ds.objectives.NODE_TYPE_IDS``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
-from ernievil_ds.tasks import NODE_TYPE_IDS
+from ernievil_ds.objectives import NODE_TYPE_IDS
 
 
 def load_tokenizer(path: str | Path | None = None):

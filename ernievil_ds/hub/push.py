@@ -22,6 +22,7 @@ from ernievil_ds.errors import UserError
 from ernievil_ds.hub.card import build_model_card
 from ernievil_ds.hub.files import CARD_FILE, TOKENIZER_FILES, ModelFiles, collect_model_files
 from ernievil_ds.hub.runs import RunRecord, locate_model, read_run
+from ernievil_ds.runs import RunFolder
 
 logger = get_logger(__name__)
 
@@ -147,3 +148,26 @@ def push_after_training(
         ) from None
     logger.info("Pushed %s to %s", run_dir, url)
     return url
+
+
+@dataclass(frozen=True)
+class HubPublisher:
+    """The Hub's part of the end of a run (``ernievil_ds.runs.finish_run``): the model card beside the
+    exported model and, when ``repo_id`` names a repository, the push."""
+
+    repo_id: str | None
+    private: bool = False
+    revision: str | None = None
+
+    def write_card(self, run_dir: Path) -> None:
+        """``hf_model/README.md``: the card that the push would publish (named after the model folder when
+        there is no repository to push to)."""
+        model_dir = RunFolder(Path(run_dir)).model_dir
+        files = collect_model_files(model_dir)
+        card = build_model_card(self.repo_id or str(model_dir), files, read_run(Path(run_dir)))
+        (model_dir / CARD_FILE).write_text(str(card))
+
+    def push(self, run_dir: Path) -> str:
+        if self.repo_id is None:
+            raise ValueError("HubPublisher.push needs a repo_id")
+        return push_after_training(run_dir, self.repo_id, private=self.private, revision=self.revision)

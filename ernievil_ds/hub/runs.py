@@ -1,28 +1,24 @@
 """What a run folder records about the model it trained: the command, the data and the final evaluation.
 
-A pretraining run (``launchers/pretrain.py``) leaves ``args.json`` and, with its cloze evaluation,
-``cloze.json``; a fine-tuning run (``launchers/finetune.py``) leaves ``finetune_args.json`` and
-``eval.jsonl``, whose last line is the final evaluation. Both export the model to ``hf_model/``.
+Every run folder (``ernievil_ds.runs``) holds ``run.json``, the settings record written when the run
+started, and the model in ``hf_model/``; a pretraining run adds its cloze evaluation (``cloze.json``), a
+fine-tuning run its evaluations (``eval.jsonl``, whose last line is the final one). The reproducing
+command is the recorded arguments written out with the parser that read them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from ernievil_ds.errors import UserError
-from ernievil_ds.finetuning.loop import SETTINGS_FILE as FINETUNING_ARGS_FILE
-from ernievil_ds.finetuning.loop import FinetuneSettings
-from ernievil_ds.training.arguments import add_pretrain_arguments
-from ernievil_ds.training.metrics import EVAL_FILE
-from ernievil_ds.training.pretrain import ARGS_FILE as PRETRAINING_ARGS_FILE
+from ernievil_ds.finetuning.arguments import build_finetune_parser
+from ernievil_ds.pretraining.arguments import add_pretrain_arguments
+from ernievil_ds.runs import MODEL_DIR, PRETRAINING, RunFolder, RunSettings, is_run_folder, read_settings
 
-CLOZE_FILE = "cloze.json"  # written by ernievil_ds.training.pretrain
-MODEL_SUBDIR = "hf_model"
 #: Flags that say how one invocation ran, not what it trained: left out of the reproducing command.
 INVOCATION_FLAGS = frozenset(
     {"local_rank", "recipe", "resume", "stop_after_steps", "push_to_hub", "hub_private", "hub_revision"}
@@ -73,18 +69,17 @@ def locate_model(path: str | Path) -> tuple[Path, Path | None]:
     """The model folder and the run folder that trained it, given either.
 
     ``path`` is a saved model folder (``config.json`` inside) or a run folder holding ``hf_model/``; the run
-    folder is the model folder's parent when that holds a run's arguments file, else None.
+    folder is the model folder's parent when that holds a settings record, else None.
     """
     path = Path(path)
     if (path / "config.json").is_file():
         parent = path.resolve().parent
-        is_run = any((parent / name).is_file() for name in (PRETRAINING_ARGS_FILE, FINETUNING_ARGS_FILE))
-        return path, parent if is_run else None
-    if (path / MODEL_SUBDIR / "config.json").is_file():
-        return path / MODEL_SUBDIR, path
+        return path, parent if is_run_folder(parent) else None
+    if (RunFolder(path).model_dir / "config.json").is_file():
+        return RunFolder(path).model_dir, path
     raise UserError(
         f"{path} holds no saved model: give a model folder (config.json, model.safetensors) or a run "
-        f"folder with {MODEL_SUBDIR}/ inside"
+        f"folder with {MODEL_DIR}/ inside"
     )
 
 
@@ -156,9 +151,9 @@ def cloze_evaluation(results: dict, dataset: tuple[str, str]) -> Evaluation:
     return Evaluation("fill-mask", task, *dataset, "eval", tuple(metrics), table)
 
 
-def pretraining_record(run_dir: Path) -> RunRecord:
-    """A pretraining run's command (from ``args.json``), data and cloze evaluation (``cloze.json``)."""
-    arguments = json.loads((run_dir / PRETRAINING_ARGS_FILE).read_text())["arguments"]
+def pretraining_record(run_dir: Path, settings: RunSettings) -> RunRecord:
+    """A pretraining run's command, data and cloze evaluation (``cloze.json``)."""
+    arguments = settings.arguments
     flags = parser_flags(add_pretrain_arguments(argparse.ArgumentParser()))
     command = command_line("deepspeed launchers/pretrain.py", arguments, flags)
     if arguments.get("recipe"):
@@ -176,11 +171,11 @@ def pretraining_record(run_dir: Path) -> RunRecord:
         data = f"the prepared image-caption data `{name}`, with scene graphs parsed from the captions"
     masking = "Scene Graph Prediction masking" if arguments.get("sgp", True) else "random token masking only"
     data += f"; {masking}"
-    cloze_path = run_dir / CLOZE_FILE
+    cloze_path = RunFolder(run_dir).cloze_file
     evaluation = (
         cloze_evaluation(json.loads(cloze_path.read_text()), dataset) if cloze_path.is_file() else None
     )
-    return RunRecord("pretraining", command, data, synthetic, evaluation)
+    return RunRecord(PRETRAINING, command, data, synthetic, evaluation)
 
 
 def last_evaluation(path: Path) -> dict:
@@ -210,46 +205,37 @@ def finetuning_evaluation(record: dict, task: str, dataset: tuple[str, str]) -> 
     return Evaluation(task_type, task_name, *dataset, "eval", metrics, table)
 
 
-def finetuning_record(run_dir: Path) -> RunRecord:
-    """A fine-tuning run's command (from ``finetune_args.json``), data and final evaluation (``eval.jsonl``)."""
-    settings = json.loads((run_dir / FINETUNING_ARGS_FILE).read_text())
-    processes = settings.get("accelerate", {}).get("num_processes", 1)
+def finetuning_record(run_dir: Path, settings: RunSettings) -> RunRecord:
+    """A fine-tuning run's command, data and final evaluation (the last line of ``eval.jsonl``)."""
+    arguments = settings.arguments
+    processes = settings.world_size
     launcher = "accelerate launch" + (f" --num_processes {processes}" if processes > 1 else "")
-    flags = [
-        Flag(
-            f"--{field.name.replace('_', '-')}",
-            field.name,
-            None if field.default is dataclasses.MISSING else field.default,
-            "switch" if isinstance(field.default, bool) else "value",
-        )
-        for field in dataclasses.fields(FinetuneSettings)
-    ]
-    command = command_line(f"{launcher} launchers/finetune.py", settings, flags)
-    task = settings["task"]
+    flags = parser_flags(build_finetune_parser())
+    command = command_line(f"{launcher} launchers/finetune.py", arguments, flags)
+    task = arguments["task"]
     synthetic = task == "synth_qa"
     if synthetic:
         dataset = SYNTHSCENES
         data = (
-            f"questions (colour, relation, yes/no, count) on {settings['train_images']} training and "
-            f"{settings['eval_images']} evaluation scenes of {dataset[1]}"
+            f"questions (colour, relation, yes/no, count) on {arguments['train_images']} training and "
+            f"{arguments['eval_images']} evaluation scenes of {dataset[1]}"
         )
     else:
-        name = Path(settings.get("data_dir") or task).name
+        name = Path(arguments.get("data_dir") or task).name
         dataset = (name, name)
         data = f"the {task} data `{name}`"
-    eval_path = run_dir / EVAL_FILE
+    eval_path = RunFolder(run_dir).eval_file
     evaluation = (
         finetuning_evaluation(last_evaluation(eval_path), task, dataset) if eval_path.is_file() else None
     )
-    return RunRecord("fine-tuning", command, data, synthetic, evaluation)
+    return RunRecord(settings.kind, command, data, synthetic, evaluation)
 
 
 def read_run(run_dir: Path | None) -> RunRecord | None:
-    """The record of the run in ``run_dir`` (fine-tuning or pretraining), or None for no run folder."""
-    if run_dir is None:
+    """The record of the run in ``run_dir`` (from its ``run.json``), or None for no run folder."""
+    if run_dir is None or not is_run_folder(run_dir):
         return None
-    if (run_dir / FINETUNING_ARGS_FILE).is_file():
-        return finetuning_record(run_dir)
-    if (run_dir / PRETRAINING_ARGS_FILE).is_file():
-        return pretraining_record(run_dir)
-    return None
+    settings = read_settings(run_dir)
+    if settings.kind == PRETRAINING:
+        return pretraining_record(run_dir, settings)
+    return finetuning_record(run_dir, settings)

@@ -9,7 +9,7 @@ import torch
 from ernievil_ds.data import SGPCollator, collate_cloze, load_pretraining_split
 from ernievil_ds.data.collator import position_capacity, region_word_targets
 from ernievil_ds.data.synth import detector_class_names
-from ernievil_ds.tasks import MLM_TASK_ID, NODE_TYPE_IDS
+from ernievil_ds.objectives import MLM_TASK_ID, NODE_TYPE_IDS
 
 MODEL_KEYS = {
     "input_ids",

@@ -10,7 +10,7 @@ from ernievil_ds import ErnieVilConfig
 from ernievil_ds.data import SGPCollator, load_pretraining_split
 from ernievil_ds.data.transfer import batch_to_device
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
-from ernievil_ds.tasks import PRETRAINING_TASKS, loss_name
+from ernievil_ds.objectives import PRETRAINING_TASKS, loss_name
 
 CPU = torch.device("cpu")
 

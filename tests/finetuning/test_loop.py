@@ -1,5 +1,5 @@
-"""The accelerate fine-tuning loop on synth_qa with the tiny preset: a run, exact resume, the launcher
-under ``accelerate launch`` with two CPU processes, and the questions themselves."""
+"""The accelerate fine-tuning loop on synth_qa with the tiny preset: a run and its run folder, exact
+resume, and the fine-tuning command under ``accelerate launch`` with two CPU processes."""
 
 from __future__ import annotations
 
@@ -9,29 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
-from ernievil_ds.data.synth import COLOURS, NOUNS, RELATIONS, SynthObject, spatial_relation
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
-from ernievil_ds.finetuning.loop import FinetuneSettings, FinetuningRun, finetune
-from ernievil_ds.finetuning.synth_qa import (
-    ANSWERS,
-    COUNTS,
-    QUESTION_TYPES,
-    SynthQuestion,
-    balanced_count_questions,
-    colour_questions,
-    count_questions,
-    relation_questions,
-    sample_examples,
-    yes_no_questions,
-)
-from ernievil_ds.training.metrics import read_metrics
+from ernievil_ds.finetuning.arguments import FinetuneSettings
+from ernievil_ds.finetuning.loop import FinetuningRun, finetune
+from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES
+from ernievil_ds.runs import FINETUNING, read_metrics, read_settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +49,14 @@ def test_a_run_writes_metrics_checkpoints_and_a_loadable_model(tmp_path):
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     assert read_metrics(tmp_path / "eval.jsonl")[-1] == {"step": 12, **result}
     assert set(result) == {"eval_accuracy", *(f"eval_accuracy_{kind}" for kind in QUESTION_TYPES)}
-    assert (tmp_path / "checkpoints" / "step_00000012" / "trainer_state.json").is_file()
+    complete = json.loads((tmp_path / "checkpoints" / "step_00000012" / "COMPLETE").read_text())
+    assert complete["step"] == 12 and complete["world_size"] == 1  # the sampler's place: the resume tests
+    settings = read_settings(tmp_path)
+    assert settings.kind == FINETUNING and settings.world_size == 1
+    assert settings.arguments["steps"] == 12 and settings.arguments["output_dir"] == str(tmp_path)
+    assert settings.model_config["id2label"] == {str(i): a for i, a in enumerate(ANSWERS)}
+    assert settings.versions["torch"] == torch.__version__
+    assert (tmp_path / "hf_model" / "README.md").read_text().startswith("---\n")  # the model card
     assert (tmp_path / "hf_model" / "tokenizer_config.json").is_file()  # the inputs' tokenizer, beside it
     model = ErnieVilForVisualQuestionAnswering.from_pretrained(tmp_path / "hf_model")
     assert model.config.id2label == dict(enumerate(ANSWERS))
@@ -124,8 +119,7 @@ def test_two_processes_under_accelerate_launch(tmp_path):
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    settings = json.loads((tmp_path / "finetune_args.json").read_text())
-    assert settings["accelerate"] == {"distributed_type": "MULTI_CPU", "num_processes": 2}
+    assert read_settings(tmp_path).world_size == 2
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4]
     assert done.stdout.count("eval_accuracy=") == 1  # printed by the main process only
 
@@ -147,84 +141,3 @@ def test_a_saved_model_trains_in_training_mode(tmp_path):
         run.close()
     assert modes[: 2 * run.settings.gradient_accumulation_steps] == [True] * 4  # the training forwards
     assert modes[-1] is False  # the final evaluation
-
-
-def scene_object(noun: str, colour: str, box: tuple) -> SynthObject:
-    return SynthObject(NOUNS.index(noun), COLOURS.index(colour), 0, 0, box)
-
-
-def test_synth_questions_are_answered_from_the_scene():
-    image = (600, 480)
-    cube = scene_object("cube", "red", (100, 300, 200, 400))
-    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))  # just on top of the cube: touching
-    ball = scene_object("ball", "green", (400, 310, 480, 390))  # beside the cube
-    assert spatial_relation(lamp.box, cube.box, image) == "on"
-    assert [(q.question, q.answer) for q in colour_questions([cube, lamp])] == [
-        ("what colour is the cube?", "red"),
-        ("what colour is the lamp?", "blue"),
-    ]
-    asked = {q.question: q.answer for q in relation_questions([cube, lamp, ball], image)}
-    assert asked["what is on the cube?"] == "lamp"
-    assert asked["what is under the lamp?"] == "cube"
-    assert asked["what is beside the cube?"] == "ball"  # the lamp is on the cube, not beside it
-    assert "what is beside the ball?" not in asked  # the cube and the lamp both are: no single answer
-
-
-def test_yes_no_questions_ask_each_pair_once_true_and_once_false():
-    image = (600, 480)
-    cube = scene_object("cube", "red", (100, 300, 200, 400))
-    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))
-    questions = yes_no_questions([cube, lamp], image, np.random.default_rng(0))
-    assert [q.answer for q in questions] == ["yes", "no", "yes", "no"]
-    assert questions[0].question == "is the cube under the lamp?"
-    assert questions[2].question == "is the lamp on the cube?"
-    for false, holds in ((questions[1], "under"), (questions[3], "on")):
-        relation = false.question.split()[3]
-        assert relation in RELATIONS and relation != holds
-
-
-def test_count_questions_draw_one_colour_per_count():
-    objects = [
-        scene_object("cube", "red", (0, 0, 10, 10)),
-        scene_object("ball", "red", (20, 0, 30, 10)),
-        scene_object("cup", "blue", (40, 0, 50, 10)),
-    ]
-    questions = count_questions(objects, np.random.default_rng(0))
-    assert [q.answer for q in questions] == ["0", "1", "2"]
-    assert questions[1].question == "how many blue objects are there?"
-    assert questions[2].question == "how many red objects are there?"
-    absent = questions[0].question.split()[2]
-    assert absent in COLOURS and absent not in ("red", "blue")
-
-
-def test_count_questions_leave_out_counts_beyond_the_answers():
-    objects = [scene_object(noun, "red", (10 * k, 0, 10 * k + 5, 10)) for k, noun in enumerate(NOUNS[:3])]
-    assert [q.answer for q in count_questions(objects, np.random.default_rng(0))] == ["0"]
-
-
-def test_balanced_count_questions_give_every_answer_equally_often():
-    def offers(*answers):
-        return [SynthQuestion(f"how many {answer}?", answer, "count") for answer in answers]
-
-    # Only the first scene offers "2": each answer goes to one scene, and "2" to that one.
-    candidates = [offers("0", "1", "2"), offers("0", "1"), offers("0", "1"), offers("0")]
-    chosen = balanced_count_questions(candidates, np.random.default_rng(0))
-    assert chosen[0].answer == "2"
-    asked = [q for q in chosen if q is not None]
-    assert sorted(q.answer for q in asked) == list(COUNTS)
-    assert all(q is None or q in offered for q, offered in zip(chosen, candidates))
-    # No scene offers "2": the other answers are still asked, equally often.
-    chosen = balanced_count_questions(candidates[1:], np.random.default_rng(0))
-    assert sorted(q.answer for q in chosen if q is not None) == ["0", "1"]
-    # Two scenes that both offer "0" and "1": one of each, not both "0" and then no "1" left.
-    chosen = balanced_count_questions([offers("0", "1"), offers("0", "1")], np.random.default_rng(0))
-    assert sorted(q.answer for q in chosen) == ["0", "1"]
-
-
-def test_synth_qa_count_answers_are_balanced():
-    from ernievil_ds.data import load_tokenizer
-
-    examples = sample_examples(60, 0, load_tokenizer())
-    answers = [ANSWERS[int(e["labels"].argmax())] for e in examples if QUESTION_TYPES[e["kind"]] == "count"]
-    assert sorted(set(answers)) == list(COUNTS)
-    assert len(answers) == len(COUNTS) * answers.count("2") > 0

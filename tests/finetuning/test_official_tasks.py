@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from ernievil_ds.errors import UserError
+from ernievil_ds.finetuning.arguments import FinetuneSettings
 from ernievil_ds.finetuning.data import import_official_vqa, import_refcoco, import_retrieval, import_vcr
-from ernievil_ds.finetuning.loop import FinetuneSettings, finetune
+from ernievil_ds.finetuning.loop import finetune
 from ernievil_ds.finetuning.tasks import ImageTextRetrievalTask
 from ernievil_ds.finetuning.tasks.retrieval import AllPairs
-from ernievil_ds.training.metrics import read_metrics
+from ernievil_ds.runs import read_metrics
 from tests.finetuning.official_files import (
     image_tsv_row,
     refcoco_row,

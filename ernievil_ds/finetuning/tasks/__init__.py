@@ -12,7 +12,7 @@ from ernievil_ds.finetuning.tasks.vcr import VisualCommonsenseReasoningTask
 from ernievil_ds.finetuning.tasks.vqa import OfficialVqaTask, SynthQaTask, VisualQuestionAnsweringTask
 
 if TYPE_CHECKING:
-    from ernievil_ds.finetuning.loop import FinetuneSettings
+    from ernievil_ds.finetuning.arguments import FinetuneSettings
 
 #: ``--task`` name -> the task; the official tasks' data come from ``ernievil-ds import-finetune``.
 TASK_CLASSES: dict[str, type[DownstreamTask]] = {

@@ -21,7 +21,7 @@ from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.modeling import ErnieVilForFineTuning
 
 if TYPE_CHECKING:
-    from ernievil_ds.finetuning.loop import FinetuneSettings
+    from ernievil_ds.finetuning.arguments import FinetuneSettings
 
 #: Batch entries that the metrics read and the model does not take.
 METADATA_PREFIX = "meta_"

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from ernievil_ds.errors import UserError
-from ernievil_ds.training.dispatch import (
+from ernievil_ds.pretraining.dispatch import (
     DeviceInfo,
     choose_implementation,
     resolve_kernel_arguments,
     training_dtype,
 )
-from ernievil_ds.training.kernel_measurements import MEASUREMENTS, KernelMeasurement
+from ernievil_ds.pretraining.kernel_measurements import MEASUREMENTS, KernelMeasurement
 
 H100 = DeviceInfo("cuda", (9, 0), "NVIDIA H100")
 A100 = DeviceInfo("cuda", (8, 0), "NVIDIA A100")

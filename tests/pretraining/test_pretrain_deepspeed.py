@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining
 
 from ernievil_ds import ErnieVilConfig
-from ernievil_ds.tasks import GROUNDING_TASK, PRETRAINING_TASKS, loss_name
+from ernievil_ds.objectives import GROUNDING_TASK, PRETRAINING_TASKS, loss_name
 
 #: What every record of the paper's model reports; the grounded variant adds the grounding loss.
 PAPER_LOSSES = ("loss", *(loss_name(task) for task in PRETRAINING_TASKS))

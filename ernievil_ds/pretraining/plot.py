@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ernievil_ds.training.metrics import EVAL_FILE, LOSS_NAMES, METRICS_FILE, read_metrics
+from ernievil_ds.pretraining.metrics import LOSS_NAMES
+from ernievil_ds.runs import RunFolder, read_metrics
 
 
 def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
@@ -16,8 +17,9 @@ def plot_metrics(run_dir: str | Path, output: str | Path | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    train = read_metrics(run_dir / METRICS_FILE)
-    evals = read_metrics(run_dir / EVAL_FILE) if (run_dir / EVAL_FILE).is_file() else []
+    folder = RunFolder(run_dir)
+    train = read_metrics(folder.metrics_file)
+    evals = read_metrics(folder.eval_file) if folder.eval_file.is_file() else []
     figure, (losses, scale, speed) = plt.subplots(3, 1, figsize=(9, 11), sharex=True)
     for i, name in enumerate(LOSS_NAMES):
         colour = f"C{i}"

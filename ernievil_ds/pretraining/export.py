@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForPreTraining
 
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError, require_output_dir
-from ernievil_ds.training.checkpoint import complete_checkpoints
+from ernievil_ds.runs import CHECKPOINT_PREFIX, CHECKPOINTS_DIR, COMPLETE_FILE, latest_checkpoint
 
 logger = get_logger(__name__)
 
@@ -19,13 +19,15 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise UserError(f"checkpoint {checkpoint} does not exist")
-    for root in (checkpoint, checkpoint / "checkpoints"):
+    for root in (checkpoint, checkpoint / CHECKPOINTS_DIR):
         if (root / "config.json").is_file() and any(root.glob("*model_states.pt")):
             return root
-        found = complete_checkpoints(root)
-        if found:
-            return found[-1][1]
-    raise UserError(f"{checkpoint} holds no complete ernievil-ds checkpoint (no step_*/COMPLETE)")
+        latest = latest_checkpoint(root)
+        if latest is not None:
+            return latest[1]
+    raise UserError(
+        f"{checkpoint} holds no complete ernievil-ds checkpoint (no {CHECKPOINT_PREFIX}*/{COMPLETE_FILE})"
+    )
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:

@@ -42,17 +42,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ernievil_ds.training.export import export_checkpoint, resolve_checkpoint
+    from ernievil_ds.pretraining.export import export_checkpoint, resolve_checkpoint
+    from ernievil_ds.runs import RunFolder
 
     tag_dir = resolve_checkpoint(args.checkpoint)
-    output = args.output or tag_dir.parent.parent / "hf_model"
+    output = args.output or RunFolder(tag_dir.parent.parent).model_dir
     print(export_checkpoint(tag_dir, output))
     return 0
 
 
 def run_eval_cloze(args: argparse.Namespace) -> int:
     from ernievil_ds.data import default_synth_dir
-    from ernievil_ds.training import cloze
+    from ernievil_ds.pretraining import cloze
 
     # What the user named is checked first: the default data folder only exists once a run prepared it.
     if args.max_examples is not None and args.max_examples < 1:
@@ -75,8 +76,8 @@ def run_eval_cloze(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from ernievil_ds.training.metrics import METRICS_FILE
-    from ernievil_ds.training.plot import plot_metrics
+    from ernievil_ds.pretraining.plot import plot_metrics
+    from ernievil_ds.runs import METRICS_FILE
 
     if not (require_dir(args.run_dir, "run directory") / METRICS_FILE).is_file():
         raise UserError(f"run directory {args.run_dir} has no {METRICS_FILE}: is it a pretraining run?")

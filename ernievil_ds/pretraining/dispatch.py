@@ -22,7 +22,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.masked_token_loss import registered_masked_token_losses
-from ernievil_ds.training.kernel_measurements import MEASUREMENTS, KernelMeasurement, find_measurement
+from ernievil_ds.pretraining.kernel_measurements import MEASUREMENTS, KernelMeasurement, find_measurement
 
 logger = get_logger(__name__)
 
@@ -106,7 +106,7 @@ def _measured_choice(
     if row is None:
         return alternative, (
             f"auto: no measured row for {MEASURED_KERNEL[flag]} sm_{major}{minor} {dtype_name} in "
-            f"ernievil_ds.training.kernel_measurements"
+            f"ernievil_ds.pretraining.kernel_measurements"
         )
     return ("triton" if row.triton_wins else alternative), f"auto: measured {row.describe()}"
 

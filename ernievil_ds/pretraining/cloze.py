@@ -13,7 +13,7 @@ from transformers import AutoModelForPreTraining
 from ernievil_ds.data import collate_cloze, load_pretraining_split, load_tokenizer
 from ernievil_ds.data.transfer import batch_to_device
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining
-from ernievil_ds.tasks import NODE_TYPE_NAMES
+from ernievil_ds.objectives import NODE_TYPE_NAMES
 
 CONDITIONS = ("true_image", "mismatched_image")
 
@@ -168,12 +168,13 @@ def run_cloze_per_checkpoint(
     Raises:
         FileNotFoundError: when the run holds no complete checkpoint.
     """
-    from ernievil_ds.training.checkpoint import complete_checkpoints
-    from ernievil_ds.training.export import export_checkpoint
+    from ernievil_ds.pretraining.export import export_checkpoint
+    from ernievil_ds.runs import RunFolder, complete_checkpoints
 
-    checkpoints = complete_checkpoints(Path(run_dir) / "checkpoints")
+    checkpoints_dir = RunFolder(Path(run_dir)).checkpoints_dir
+    checkpoints = complete_checkpoints(checkpoints_dir)
     if not checkpoints:
-        raise FileNotFoundError(f"{run_dir}/checkpoints holds no complete checkpoint")
+        raise FileNotFoundError(f"{checkpoints_dir} holds no complete checkpoint")
     curve = {}
     with tempfile.TemporaryDirectory() as tmp:
         for step, tag_dir in tqdm(checkpoints, desc="checkpoints"):

@@ -6,16 +6,19 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
+import deepspeed
 import pytest
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from ernievil_ds import ErnieVilConfig
 from ernievil_ds.data.prepare import import_captions
 from ernievil_ds.errors import UserError
-from ernievil_ds.training.arguments import add_pretrain_arguments, parse_pretrain_arguments
-from ernievil_ds.training.pretrain import PretrainingRun, build_config
+from ernievil_ds.pretraining.arguments import add_pretrain_arguments, parse_pretrain_arguments
+from ernievil_ds.pretraining.pretrain import PretrainingRun, build_config
+from ernievil_ds.runs import PRETRAINING, read_settings
 from tests.data.word_parser import WordParser
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,9 +249,12 @@ def test_model_config_and_loss_weights_merge_and_validate_as_a_preset_does(tmp_p
 def test_the_resolved_settings_are_written_beside_the_run(tmp_path, small_data_dir):
     args = cpu_run(tmp_path / "run", "--preset", "tiny", "--no-sgp", "--data-dir", str(small_data_dir))
     PretrainingRun.prepare(args)
-    written = json.loads((tmp_path / "run" / "args.json").read_text())
-    assert written["arguments"]["sgp"] is False and written["arguments"]["preset"] == "tiny"
-    assert written["model_config"]["model_type"] == "ernievil"
+    written = read_settings(tmp_path / "run")
+    assert written.kind == PRETRAINING and written.world_size == 1
+    assert written.arguments["sgp"] is False and written.arguments["preset"] == "tiny"
+    assert written.arguments["data_dir"] == str(small_data_dir)
+    assert written.model_config["model_type"] == "ernievil"
+    assert written.versions["deepspeed"] == deepspeed.__version__ and written.command == sys.orig_argv
 
 
 def test_pad_to_multiple_of_reaches_the_training_and_evaluation_batches(tmp_path, small_data_dir, capsys):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.training.conftest import REPO
+from tests.pretraining.conftest import REPO
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_a_zero2_step_of_the_compiled_engine_equals_the_uncompiled_one():
         "MASTER_PORT": str(29600 + os.getpid() % 300),
         "OMP_NUM_THREADS": "1",
     }
-    worker = REPO / "tests" / "training" / "compile_step_worker.py"
+    worker = REPO / "tests" / "pretraining" / "compile_step_worker.py"
     result = subprocess.run(
         [sys.executable, str(worker)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
     )

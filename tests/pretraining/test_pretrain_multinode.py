@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.training.conftest import REPO, check_launch, pretrain_command, pretrain_env
-from tests.training.test_pretrain_deepspeed import PAPER_LOSSES
+from tests.pretraining.conftest import REPO, check_launch, pretrain_command, pretrain_env
+from tests.pretraining.test_pretrain_deepspeed import PAPER_LOSSES
 
 pytestmark = pytest.mark.slow
 

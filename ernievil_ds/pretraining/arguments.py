@@ -86,7 +86,7 @@ def add_kernel_arguments(group: argparse._ArgumentGroup) -> None:
         default="auto",
         choices=["auto", "eager", "sdpa", "triton"],
         help="auto (default): the fused Triton co-attention where the measured table "
-        "(ernievil_ds.training.kernel_measurements) says it beat sdpa for this GPU and dtype, sdpa elsewhere",
+        "(ernievil_ds.pretraining.kernel_measurements) says it beat sdpa for this GPU and dtype, sdpa elsewhere",
     )
     group.add_argument(
         "--masked-token-loss",

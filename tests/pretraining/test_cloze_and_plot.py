@@ -7,14 +7,14 @@ import json
 import pytest
 import torch
 
-from ernievil_ds.training.cloze import (
+from ernievil_ds.pretraining.cloze import (
     format_cloze_curve,
     format_cloze_table,
     node_hits,
     run_cloze,
     run_cloze_per_checkpoint,
 )
-from ernievil_ds.training.plot import plot_metrics
+from ernievil_ds.pretraining.plot import plot_metrics
 
 
 def test_a_multi_wordpiece_node_is_right_only_when_every_wordpiece_is():

@@ -1,5 +1,5 @@
-"""The pretraining tasks, named once: the schema, the collator, the model, its config, the metrics and the
-cloze analysis all take their task names and ids from here.
+"""The pretraining objectives, named once: the schema, the collator, the model, its config, the metrics
+and the cloze analysis all take their task names and ids from here.
 
 ERNIE-ViL trains six losses. Four predict masked WordPieces through one token head and differ only in
 which tokens were masked: random tokens (masked language modelling) and the three kinds of scene-graph

@@ -40,16 +40,25 @@ from ernievil_ds.data.transfer import batch_to_device, loader_pins_memory
 from ernievil_ds.distributed import barrier, dist_info, get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
-from ernievil_ds.training.checkpoint import complete_checkpoints, load_latest_checkpoint, save_checkpoint
-from ernievil_ds.training.dispatch import current_device, resolve_kernel_arguments, training_dtype
-from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
-from ernievil_ds.training.metrics import LossAverager, MetricsWriter, ThroughputMeter
-from ernievil_ds.training.schedules import noam_schedule
+from ernievil_ds.pretraining.checkpoint import load_latest_checkpoint, save_checkpoint
+from ernievil_ds.pretraining.dispatch import current_device, resolve_kernel_arguments, training_dtype
+from ernievil_ds.pretraining.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
+from ernievil_ds.pretraining.metrics import LOSS_NAMES, ThroughputMeter
+from ernievil_ds.pretraining.schedules import noam_schedule
+from ernievil_ds.runs import (
+    PRETRAINING,
+    LossAverager,
+    MetricsWriter,
+    RunFolder,
+    SamplePosition,
+    finish_run,
+    preserved_rng,
+    require_latest_checkpoint,
+    resumed_batches,
+    write_settings,
+)
 
 logger = get_logger(__name__)
-
-#: The resolved settings of a run, written into its output directory.
-ARGS_FILE = "args.json"
 
 
 def build_config(args: argparse.Namespace) -> ErnieVilConfig:
@@ -138,17 +147,16 @@ def check_prepared_data_dir(data_dir: Path) -> None:
         )
 
 
-def check_resumable(checkpoint_root: Path) -> None:
-    """Refuse ``--resume`` when there is no complete checkpoint to continue from.
-
-    Raises:
-        UserError: naming the checkpoint folder.
-    """
-    if not complete_checkpoints(checkpoint_root):
-        raise UserError(
-            f"--resume: {checkpoint_root} holds no complete checkpoint (no step_*/COMPLETE); leave --resume "
-            "out to start this run afresh"
-        )
+def import_kernels() -> None:
+    """Import the Triton kernels, which registers them as attention and loss "triton" (``auto`` then
+    considers them); without Triton or its driver the run goes on with PyTorch's, and says why."""
+    try:
+        import ernievil_ds_kernels  # noqa: F401
+    except Exception as error:  # any failure means: no Triton kernels in this run
+        if dist_info().is_main:
+            print(
+                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
+            )
 
 
 class NonFiniteLossError(UserError):
@@ -255,21 +263,6 @@ def check_hub_arguments(args: argparse.Namespace) -> None:
     check_push_ready(args.push_to_hub)
 
 
-def write_resolved_arguments(args: argparse.Namespace, model_config: ErnieVilConfig) -> None:
-    """``args.json``: every flag's value after the recipe and the command line, and the model's config."""
-    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    record = {"arguments": settings, "model_config": model_config.to_dict()}
-    (args.output_dir / ARGS_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-
-
-@dataclass
-class LoaderPosition:
-    """Where the sample stream stands: the epoch and the number of samples this rank has drawn in it."""
-
-    epoch: int = 0
-    index: int = 0
-
-
 @dataclass
 class PretrainingRun:
     """Everything a run needs before ``deepspeed.initialize``, and the loop that runs after it."""
@@ -313,7 +306,7 @@ class PretrainingRun:
         add_grounding_targets(collator, model.config, data_dir)
         check_padding_fits(args.pad_to_multiple_of, collator.max_text_len, model.config)
         if args.resume:
-            check_resumable(args.output_dir / "checkpoints")
+            require_latest_checkpoint(RunFolder(args.output_dir).checkpoints_dir)
         run = cls(args, ds_config, model, tokenizer, data_dir, micro_batch_size, collator)
         # Open both splits now: pairs without images, or a split too small, stop the run before DeepSpeed
         # starts rather than at the first batch or, for the evaluation split, at the end of training.
@@ -325,7 +318,7 @@ class PretrainingRun:
         )
         args.output_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
-            write_resolved_arguments(args, model.config)
+            write_settings(run.folder, PRETRAINING, vars(args), model.config.to_dict())
         return run
 
     def lr_scheduler(self) -> Callable | None:
@@ -346,13 +339,13 @@ class PretrainingRun:
         """The loop: engine(batch) -> engine.backward(loss) -> engine.step(), with metrics, evaluation and
         checkpoints; then the final checkpoint, export and cloze table. Returns the last logged losses."""
         args, info = self.args, dist_info()
-        state = load_latest_checkpoint(engine, self.checkpoint_root) if args.resume else None
-        position = LoaderPosition(state["epoch"], state["position"]) if state else LoaderPosition()
+        resumed = load_latest_checkpoint(engine, self.folder.checkpoints_dir) if args.resume else None
+        position = resumed or SamplePosition()
         step = engine.global_steps
         stop_step = min(args.max_steps, step + (args.stop_after_steps or args.max_steps))
-        writer = MetricsWriter(args.output_dir, enabled=info.is_main)
+        writer = MetricsWriter(self.folder, enabled=info.is_main)
         writer.drop_after(step)
-        averager, meter = LossAverager(engine.device), ThroughputMeter()
+        averager, meter = LossAverager(LOSS_NAMES, engine.device), ThroughputMeter()
         progress = tqdm(total=args.max_steps, initial=step, desc="pretrain", disable=not info.is_main)
         last_losses: dict[str, float] = {}
         guard = NonFiniteLossGuard(not engine.fp16_enabled(), self.pair_ids_at)
@@ -390,19 +383,13 @@ class PretrainingRun:
         return last_losses
 
     @property
-    def checkpoint_root(self) -> Path:
-        return self.args.output_dir / "checkpoints"
+    def folder(self) -> RunFolder:
+        return RunFolder(self.args.output_dir)
 
-    def batches(self, position: LoaderPosition) -> Iterator[dict[str, torch.Tensor]]:
-        """This rank's training batches from ``position`` on, epoch after epoch; ``position`` follows them."""
-        loader, sampler = self.train_loader
-        while True:
-            sampler.load_state_dict({"epoch": position.epoch, "position": position.index})
-            self.collator.set_epoch(position.epoch)
-            for batch in loader:
-                position.index += self.micro_batch_size
-                yield batch
-            position.epoch, position.index = position.epoch + 1, 0
+    def batches(self, position: SamplePosition) -> Iterator[dict[str, torch.Tensor]]:
+        """This rank's training batches from ``position`` on, epoch after epoch; ``position`` follows them,
+        and each epoch reseeds the collator's masking."""
+        return resumed_batches(self.train_loader[0], position, self.collator.set_epoch)
 
     @cached_property
     def train_loader(self) -> tuple[DataLoader, ResumableDistributedSampler]:
@@ -456,7 +443,7 @@ class PretrainingRun:
         flops = training_flops_per_sample(self.model.config, text_len, batch["region_mask"].shape[1] + 1)
         return num_pairs * world, num_pairs * world * flops
 
-    def log_record(self, engine, step: int, position: LoaderPosition, losses: dict, rates: dict) -> dict:
+    def log_record(self, engine, step: int, position: SamplePosition, losses: dict, rates: dict) -> dict:
         """One line of ``metrics.jsonl``: losses, learning rate, fp16 loss scale, skipped steps, throughput."""
         record = {"step": step, "epoch": position.epoch, **losses, "lr": engine.get_lr()[0]}
         record["loss_scale"] = float(engine.optimizer.loss_scale) if engine.fp16_enabled() else 1.0
@@ -466,12 +453,12 @@ class PretrainingRun:
             record["gpu_peak_memory_gb"] = torch.cuda.max_memory_allocated(engine.device) / 1e9
         return record
 
-    def save(self, engine, step: int, position: LoaderPosition) -> None:
+    def save(self, engine, step: int, position: SamplePosition) -> None:
         save_checkpoint(
             engine,
-            self.checkpoint_root,
+            self.folder.checkpoints_dir,
             step,
-            {"epoch": position.epoch, "position": position.index},
+            position,
             tokenizer=self.tokenizer,
             keep=self.args.keep_checkpoints,
         )
@@ -500,9 +487,9 @@ class PretrainingRun:
     def evaluate(self, engine) -> dict[str, float]:
         """Per-task losses on the first ``--eval-batches`` batches of the evaluation split, with a fixed
         masking seed; RNG state and train mode are restored afterwards."""
-        averager = LossAverager(engine.device)
+        averager = LossAverager(LOSS_NAMES, engine.device)
         engine.eval()
-        with torch.random.fork_rng(devices=[]):
+        with preserved_rng(engine.device):
             for i, batch in enumerate(self.eval_loader):
                 if i == self.args.eval_batches:
                     break
@@ -511,27 +498,27 @@ class PretrainingRun:
         return {f"eval_{name}": value for name, value in averager.compute().items()}
 
     def finish(self, device: torch.device) -> None:
-        """Export the last checkpoint to ``hf_model/``, print the cloze table and, with ``--push-to-hub``,
-        publish the export (rank 0, on ``device``)."""
-        if self.args.export and dist_info().is_main:
-            from ernievil_ds.training.export import export_checkpoint
+        """The end of the run (``runs.finish_run``): export the last checkpoint to ``hf_model/`` and print
+        the cloze table (unless ``--no-export``), write the model card and, with ``--push-to-hub``, publish
+        the export (rank 0, on ``device``)."""
+        from ernievil_ds.hub.push import HubPublisher
 
-            hf_dir = export_checkpoint(self.checkpoint_root, self.args.output_dir / "hf_model")
-            if self.args.cloze:
-                from ernievil_ds.training.cloze import format_cloze_table, run_cloze
+        publisher = HubPublisher(
+            self.args.push_to_hub, private=self.args.hub_private, revision=self.args.hub_revision
+        )
+        finish_run(self.folder, lambda folder: self.export(folder, device), publisher)
 
-                results = run_cloze(hf_dir, self.data_dir, device=device)
-                (self.args.output_dir / "cloze.json").write_text(json.dumps(results, indent=2))
-                print(format_cloze_table(results), flush=True)
-        barrier()
-        if (
-            self.args.push_to_hub is not None and dist_info().is_main
-        ):  # after the barrier: no rank waits on it
-            from ernievil_ds.hub.push import push_after_training
+    def export(self, folder: RunFolder, device: torch.device) -> None:
+        """``hf_model/`` from the last checkpoint and, with ``--cloze``, its cloze table (``cloze.json``);
+        nothing with ``--no-export``."""
+        if not self.args.export:
+            return
+        from ernievil_ds.pretraining.export import export_checkpoint
 
-            push_after_training(
-                self.args.output_dir,
-                self.args.push_to_hub,
-                private=self.args.hub_private,
-                revision=self.args.hub_revision,
-            )
+        hf_dir = export_checkpoint(folder.checkpoints_dir, folder.model_dir)
+        if self.args.cloze:
+            from ernievil_ds.pretraining.cloze import format_cloze_table, run_cloze
+
+            results = run_cloze(hf_dir, self.data_dir, device=device)
+            folder.cloze_file.write_text(json.dumps(results, indent=2))
+            print(format_cloze_table(results), flush=True)

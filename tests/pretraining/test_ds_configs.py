@@ -11,8 +11,8 @@ import pytest
 import torch
 from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
 
-from ernievil_ds.training.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
-from ernievil_ds.training.schedules import noam_schedule
+from ernievil_ds.pretraining.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
+from ernievil_ds.pretraining.schedules import noam_schedule
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.json"))

@@ -14,14 +14,13 @@ import pytest
 import torch
 
 from ernievil_ds.data import SGPCollator
-from ernievil_ds.training.arguments import add_pretrain_arguments
-from ernievil_ds.training.checkpoint import complete_checkpoints
-from ernievil_ds.training.pretrain import (
-    LoaderPosition,
+from ernievil_ds.pretraining.arguments import add_pretrain_arguments
+from ernievil_ds.pretraining.pretrain import (
     NonFiniteLossError,
     NonFiniteLossGuard,
     PretrainingRun,
 )
+from ernievil_ds.runs import SamplePosition, complete_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +68,7 @@ def test_the_pair_ids_named_are_those_of_the_batch_across_epochs(tmp_path, synth
         return collate(collator, examples)
 
     monkeypatch.setattr(SGPCollator, "__call__", recording_call)
-    position = LoaderPosition()
+    position = SamplePosition()
     per_epoch = len(run.train_loader[0])
     for _ in itertools.islice(run.batches(position), per_epoch + 2):  # into the second epoch
         assert run.pair_ids_at(position.epoch, position.index - run.micro_batch_size) == collated[-1]

@@ -107,7 +107,7 @@ def marked_data_dir(tmp_path) -> Path:
     """A data directory whose pairs/train, pairs/eval and images tables are marked complete (a manifest
     each) but hold no rows, and which names no detector classes: enough for the checks that run before
     any data is read."""
-    from ernievil_ds.training.pretrain import REQUIRED_TABLES
+    from ernievil_ds.pretraining.pretrain import REQUIRED_TABLES
 
     data = tmp_path / "data"
     for table in REQUIRED_TABLES:

@@ -10,10 +10,10 @@ import deepspeed
 import torch
 from transformers import AutoModelForPreTraining
 
-from ernievil_ds.training.dispatch import compile_engine
-from ernievil_ds.training.ds_config import load_ds_config
+from ernievil_ds.pretraining.dispatch import compile_engine
+from ernievil_ds.pretraining.ds_config import load_ds_config
 from tests.conftest import make_batch, preset_config
-from tests.training.conftest import REPO
+from tests.pretraining.conftest import REPO
 
 os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
 deepspeed.init_distributed(dist_backend="gloo")

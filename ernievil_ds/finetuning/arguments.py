@@ -1,0 +1,130 @@
+"""The fine-tuning command line: ``FinetuneSettings`` (every default, declared once) and its parser.
+
+``launchers/finetune.py`` (run by ``accelerate launch``) parses with ``parse_finetune_arguments``; the
+parser takes its defaults from the dataclass, so that a flag left out and a ``FinetuneSettings`` built
+in code train the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ernievil_ds.errors import require_output_dir
+from ernievil_ds.finetuning.tasks import TASKS
+
+
+@dataclass
+class FinetuneSettings:
+    """Everything one fine-tuning run reads; the command line's flags, one to one."""
+
+    task: str
+    output_dir: Path
+    model: Path | None = None  # a saved model directory (a pretraining run's hf_model/)
+    preset: str | None = None  # or a fresh model of this preset (no ERNIE-ViL pretraining)
+    data_dir: Path | None = None  # the official tasks' training split (synth_qa generates its own)
+    eval_data_dir: Path | None = None  # and their evaluation split
+    steps: int = 300
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_steps: int = 30
+    decay_steps: tuple[int, ...] = ()
+    decay_ratio: float = 0.1
+    layer_decay: float | None = None
+    weight_decay: float = 0.01
+    head_lr_scale: float = 1.0
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str | None = None  # None: what ``accelerate launch`` or its config says
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 0  # 0: only at the end
+    resume: bool = False
+    train_images: int = 2000
+    eval_images: int = 200
+    zero_image_features: bool = False  # the question-only baseline
+    tokenizer: str | None = None  # None: the offline BERT uncased WordPiece vocabulary
+    push_to_hub: str | None = None  # publish hf_model/ as this Hub repository at the end
+    hub_private: bool = False
+    hub_revision: str | None = None
+
+
+def decay_steps_argument(text: str) -> tuple[int, ...]:
+    """``--decay-steps``: comma-separated optimiser steps (the conf's "15100;22590" as 15100,22590)."""
+    try:
+        return tuple(int(step) for step in text.replace(";", ",").split(",") if step.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated step numbers, got {text!r}") from error
+
+
+def _add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--model", type=Path, help="saved model directory (e.g. a run's hf_model/)")
+    parser.add_argument("--preset", help="or a fresh model of this preset (no pretraining)")
+    parser.add_argument(
+        "--data-dir", type=Path, help="training split (ernievil-ds import-finetune); not synth_qa"
+    )
+    parser.add_argument("--eval-data-dir", type=Path, help="evaluation split; not synth_qa")
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--train-images", type=int, help="synth_qa scenes to train on")
+    parser.add_argument("--eval-images", type=int, help="synth_qa scenes to evaluate on")
+    parser.add_argument("--zero-image-features", action="store_true", help="question-only baseline")
+    parser.add_argument("--tokenizer", help="tokenizer path (default: offline BERT uncased)")
+
+
+def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, help="micro-batch per process")
+    parser.add_argument("--gradient-accumulation-steps", type=int)
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--decay-steps", type=decay_steps_argument, help="e.g. 15100,22590")
+    parser.add_argument("--decay-ratio", type=float)
+    parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay, e.g. 0.9")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--head-lr-scale", type=float, help="the head's lr multiple (VQA: 2.5)")
+    parser.add_argument("--max-grad-norm", type=float)
+    parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
+    parser.add_argument("--seed", type=int)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-every", type=int)
+    parser.add_argument("--eval-every", type=int, help="0: only at the end")
+    parser.add_argument("--save-every", type=int, help="0: only at the end")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument(
+        "--push-to-hub", metavar="NAME", help="publish hf_model/ as the Hub repository NAME at the end"
+    )
+    hub.add_argument("--hub-private", action="store_true", help="create that repository private")
+    hub.add_argument("--hub-revision", metavar="BRANCH", help="commit to BRANCH (default: main)")
+
+
+def build_finetune_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The fine-tuning flags, one per ``FinetuneSettings`` field, with the dataclass's defaults."""
+    parser = argparse.ArgumentParser(description=description)
+    _add_model_and_data_arguments(parser)
+    _add_optimisation_arguments(parser)
+    _add_run_arguments(parser)
+    parser.set_defaults(
+        **{
+            field.name: field.default
+            for field in dataclasses.fields(FinetuneSettings)
+            if field.default is not dataclasses.MISSING
+        }
+    )
+    return parser
+
+
+def parse_finetune_arguments(argv: list[str] | None, description: str | None = None) -> FinetuneSettings:
+    """The settings of a command line (``sys.argv[1:]`` when ``argv`` is None).
+
+    Raises:
+        UserError: ``--output-dir`` names a file, or a folder that cannot be created.
+    """
+    args = build_finetune_parser(description).parse_args(argv)
+    return FinetuneSettings(**{**vars(args), "output_dir": require_output_dir(args.output_dir)})

@@ -1,0 +1,100 @@
+"""The synth_qa questions: each asked from its scene (colour, relation, yes/no, count) and balanced."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ernievil_ds.data.synth import COLOURS, NOUNS, RELATIONS, SynthObject, spatial_relation
+from ernievil_ds.finetuning.synth_qa import (
+    ANSWERS,
+    COUNTS,
+    QUESTION_TYPES,
+    SynthQuestion,
+    balanced_count_questions,
+    colour_questions,
+    count_questions,
+    relation_questions,
+    sample_examples,
+    yes_no_questions,
+)
+
+
+def scene_object(noun: str, colour: str, box: tuple) -> SynthObject:
+    return SynthObject(NOUNS.index(noun), COLOURS.index(colour), 0, 0, box)
+
+
+def test_synth_questions_are_answered_from_the_scene():
+    image = (600, 480)
+    cube = scene_object("cube", "red", (100, 300, 200, 400))
+    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))  # just on top of the cube: touching
+    ball = scene_object("ball", "green", (400, 310, 480, 390))  # beside the cube
+    assert spatial_relation(lamp.box, cube.box, image) == "on"
+    assert [(q.question, q.answer) for q in colour_questions([cube, lamp])] == [
+        ("what colour is the cube?", "red"),
+        ("what colour is the lamp?", "blue"),
+    ]
+    asked = {q.question: q.answer for q in relation_questions([cube, lamp, ball], image)}
+    assert asked["what is on the cube?"] == "lamp"
+    assert asked["what is under the lamp?"] == "cube"
+    assert asked["what is beside the cube?"] == "ball"  # the lamp is on the cube, not beside it
+    assert "what is beside the ball?" not in asked  # the cube and the lamp both are: no single answer
+
+
+def test_yes_no_questions_ask_each_pair_once_true_and_once_false():
+    image = (600, 480)
+    cube = scene_object("cube", "red", (100, 300, 200, 400))
+    lamp = scene_object("lamp", "blue", (110, 150, 190, 298))
+    questions = yes_no_questions([cube, lamp], image, np.random.default_rng(0))
+    assert [q.answer for q in questions] == ["yes", "no", "yes", "no"]
+    assert questions[0].question == "is the cube under the lamp?"
+    assert questions[2].question == "is the lamp on the cube?"
+    for false, holds in ((questions[1], "under"), (questions[3], "on")):
+        relation = false.question.split()[3]
+        assert relation in RELATIONS and relation != holds
+
+
+def test_count_questions_draw_one_colour_per_count():
+    objects = [
+        scene_object("cube", "red", (0, 0, 10, 10)),
+        scene_object("ball", "red", (20, 0, 30, 10)),
+        scene_object("cup", "blue", (40, 0, 50, 10)),
+    ]
+    questions = count_questions(objects, np.random.default_rng(0))
+    assert [q.answer for q in questions] == ["0", "1", "2"]
+    assert questions[1].question == "how many blue objects are there?"
+    assert questions[2].question == "how many red objects are there?"
+    absent = questions[0].question.split()[2]
+    assert absent in COLOURS and absent not in ("red", "blue")
+
+
+def test_count_questions_leave_out_counts_beyond_the_answers():
+    objects = [scene_object(noun, "red", (10 * k, 0, 10 * k + 5, 10)) for k, noun in enumerate(NOUNS[:3])]
+    assert [q.answer for q in count_questions(objects, np.random.default_rng(0))] == ["0"]
+
+
+def test_balanced_count_questions_give_every_answer_equally_often():
+    def offers(*answers):
+        return [SynthQuestion(f"how many {answer}?", answer, "count") for answer in answers]
+
+    # Only the first scene offers "2": each answer goes to one scene, and "2" to that one.
+    candidates = [offers("0", "1", "2"), offers("0", "1"), offers("0", "1"), offers("0")]
+    chosen = balanced_count_questions(candidates, np.random.default_rng(0))
+    assert chosen[0].answer == "2"
+    asked = [q for q in chosen if q is not None]
+    assert sorted(q.answer for q in asked) == list(COUNTS)
+    assert all(q is None or q in offered for q, offered in zip(chosen, candidates))
+    # No scene offers "2": the other answers are still asked, equally often.
+    chosen = balanced_count_questions(candidates[1:], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen if q is not None) == ["0", "1"]
+    # Two scenes that both offer "0" and "1": one of each, not both "0" and then no "1" left.
+    chosen = balanced_count_questions([offers("0", "1"), offers("0", "1")], np.random.default_rng(0))
+    assert sorted(q.answer for q in chosen) == ["0", "1"]
+
+
+def test_synth_qa_count_answers_are_balanced():
+    from ernievil_ds.data import load_tokenizer
+
+    examples = sample_examples(60, 0, load_tokenizer())
+    answers = [ANSWERS[int(e["labels"].argmax())] for e in examples if QUESTION_TYPES[e["kind"]] == "count"]
+    assert sorted(set(answers)) == list(COUNTS)
+    assert len(answers) == len(COUNTS) * answers.count("2") > 0
