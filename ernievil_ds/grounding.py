@@ -229,6 +229,10 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
         region_class_targets: torch.FloatTensor | None = None,
         region_feature_targets: torch.FloatTensor | None = None,
         itm_labels: torch.LongTensor | None = None,
+        masked_token_positions: torch.LongTensor | None = None,
+        masked_token_weights: torch.FloatTensor | None = None,
+        masked_region_positions: torch.LongTensor | None = None,
+        masked_region_weights: torch.FloatTensor | None = None,
         output_attentions: bool = False,
         region_word_targets: torch.LongTensor | None = None,
     ) -> ErnieVilGroundedForPreTrainingOutput:
@@ -261,6 +265,10 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
             "region_class_targets": region_class_targets,
             "region_feature_targets": region_feature_targets,
             "itm_labels": itm_labels,
+            "masked_token_positions": masked_token_positions,
+            "masked_token_weights": masked_token_weights,
+            "masked_region_positions": masked_region_positions,
+            "masked_region_weights": masked_region_weights,
         }
         if region_word_targets is None:
             return ErnieVilGroundedForPreTrainingOutput(
