@@ -7,8 +7,11 @@ The registry mirrors transformers' attention registry: ``"torch"`` (the token he
 ``"triton"``), so that the model never imports a kernel package.
 
 A function takes hidden (N, Ct), the decoder's weight (V, Ct) (tied to the word embeddings) and bias
-(V,), and labels (N,), and returns the float32 (at least) loss of each position (N,) and the logits
-(N, V), or None for a fused function that never forms them.
+(V,), labels (N,) (-100 for a row that is not scored) and a weight per row (N,), and returns
+``sum(row_weight * loss)`` () in float32 (at least), differentiable; the loss of each row (N,) (0 where
+the label is -100), for reporting only; and the logits (N, V), or None for a fused function that never
+forms them. The model knows each row's weight before the call (its task's weight over the task's count),
+so a fused function can form the gradient in the forward and never recompute the logits.
 
 Shape legend: N selected positions, Ct text hidden width, V vocabulary.
 """
@@ -21,7 +24,8 @@ import torch
 from torch.nn import functional as F
 
 MaskedTokenLoss = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]
+    [torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
 ]
 
 #: The implementation built into the model.
@@ -29,14 +33,19 @@ DEFAULT_MASKED_TOKEN_LOSS = "torch"
 
 
 def torch_masked_token_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoder's logits (N, V) and their cross-entropy (N,), in float32 (float64 for a float64 model)."""
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    row_weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder's logits (N, V) and their cross-entropy, in float32 (float64 for a float64 model):
+    ``sum(row_weight * loss)`` (), the loss of each row (N,) detached, and the logits."""
     logits = F.linear(hidden, weight, bias)  # (N, V)
-    per_token = F.cross_entropy(
+    per_row = F.cross_entropy(
         logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, reduction="none"
-    )
-    return per_token, logits
+    )  # (N,)
+    return (row_weight.to(per_row.dtype) * per_row).sum(), per_row.detach(), logits
 
 
 _FUNCTIONS: dict[str, MaskedTokenLoss] = {DEFAULT_MASKED_TOKEN_LOSS: torch_masked_token_loss}

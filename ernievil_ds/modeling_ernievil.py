@@ -850,7 +850,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             output_attentions=output_attentions,
         )
         token_rows = ScoredRows.of(labels, masked_token_positions, masked_token_weights)
-        token_logits, losses = self.masked_token_losses(
+        token_logits, token_loss, losses = self.masked_token_losses(
             outputs.text_hidden_states, labels, task_ids, token_rows
         )
         region_logits, losses["mrc"] = self.masked_region_loss(
@@ -864,7 +864,7 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         itm_logits, losses["itm"] = self.image_text_matching_loss(outputs.pooled_output, itm_labels)
         losses = {task: value for task, value in losses.items() if value is not None}
         return ErnieVilForPreTrainingOutput(
-            loss=self.weighted_loss(losses),
+            loss=self.weighted_loss(losses, token_loss),
             **{loss_name(task): value.reported() for task, value in losses.items()},
             masked_token_logits=token_logits,
             masked_region_logits=region_logits,
@@ -878,33 +878,42 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
         labels: torch.Tensor | None,
         task_ids: torch.Tensor | None,
         rows: ScoredRows | None,
-    ) -> tuple[torch.Tensor | None, dict[str, TaskLoss]]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, TaskLoss]]:
         """MLM and the three SGP losses: the token head's cross-entropy at the labelled rows, averaged within
         each task of ``TOKEN_TASKS``, through ``config.masked_token_loss_implementation``.
+
+        Each row's weight in the total, its task's weight over the task's count, is known before the loss
+        runs, so the loss function returns the weighted total itself (a fused one forms its gradient in
+        the forward) and the per-task means are read off the rows' losses for reporting.
 
         Args:
             text_states: (B, T, Ct); labels, task_ids: (B, T), -100 where nothing is predicted; rows: the N
                 rows to score (``ScoredRows.of(labels, ...)``).
 
         Returns:
-            the logits (N, V) of the rows (None without labels, or from a fused loss that never forms them),
-            and every token task's loss (none without labels).
+            the logits (N, V) of the rows (None without labels, or from a fused loss that never forms them);
+            the token tasks' weighted total () (None without labels), what they add to ``loss``; and every
+            token task's loss, not differentiable (none without labels).
         """
         if labels is None:
-            return None, {}
+            return None, None, {}
         row_labels = torch.where(rows.weights > 0, rows.gather(labels), IGNORE_INDEX)  # (N,) -100: padding
-        hidden = self.token_head.transform(rows.gather(text_states))  # (N, Ct)
-        decoder = self.token_head.decoder
-        loss_function = masked_token_loss_function(self.config.masked_token_loss_implementation)
-        per_token, logits = loss_function(hidden, decoder.weight, decoder.bias, row_labels)  # (N,)
         tasks = rows.gather(task_ids) if task_ids is not None else torch.full_like(row_labels, MLM_TASK_ID)
         # (N, tasks): a sum per task, not a selection per task, keeps every shape known to the compiler.
         in_task = tasks[:, None] == torch.arange(len(TOKEN_TASKS), device=tasks.device)
         in_task &= (row_labels != IGNORE_INDEX)[:, None]
-        sums = torch.where(in_task, per_token[:, None], 0.0).sum(0)  # (tasks,): a NaN stays in its task
         counts = in_task.sum(0)  # (tasks,)
+        task_weights = [self.config.task_loss_weights[task] for task in TOKEN_TASKS]
+        row_weight = sum(
+            in_task[:, i] * (weight / counts[i].clamp(min=1)) for i, weight in enumerate(task_weights)
+        )  # (N,) float32
+        hidden = self.token_head.transform(rows.gather(text_states))  # (N, Ct)
+        decoder = self.token_head.decoder
+        loss_function = masked_token_loss_function(self.config.masked_token_loss_implementation)
+        total, per_row, logits = loss_function(hidden, decoder.weight, decoder.bias, row_labels, row_weight)
+        sums = torch.where(in_task, per_row[:, None], 0.0).sum(0)  # (tasks,): a NaN stays in its task
         means = sums / counts.clamp(min=1)
-        return logits, {task: TaskLoss(means[i], counts[i]) for i, task in enumerate(TOKEN_TASKS)}
+        return logits, total, {task: TaskLoss(means[i], counts[i]) for i, task in enumerate(TOKEN_TASKS)}
 
     def masked_region_loss(
         self,
@@ -968,18 +977,22 @@ class ErnieVilForPreTraining(ErnieVilPreTrainedModel):
             return logits, None
         return logits, TaskLoss(F.cross_entropy(at_least_float32(logits), itm_labels))
 
-    def weighted_loss(self, losses: dict[str, TaskLoss]) -> torch.Tensor | None:
-        """The weighted sum of the task losses (``config.task_loss_weights``), None when there is none.
+    def weighted_loss(
+        self, losses: dict[str, TaskLoss], token_loss: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The weighted sum of the task losses (``config.task_loss_weights``), None when there is none: the
+        token tasks' weighted total as ``masked_token_losses`` formed it, plus the other tasks' losses.
 
         ZeRO-2 fills its gradient buckets in the order gradients arrive, so a head that gets no gradient on
         one rank (a micro-batch without a scored masked region, say) desynchronises the ranks' reductions.
         A task with nothing to score therefore still joins the sum, as a zero computed from its head's
         empty output: its parameters get a zero gradient.
         """
-        if not losses:
-            return None
         weights = self.config.task_loss_weights
-        return sum(weights[task] * value.mean for task, value in losses.items())
+        terms = [weights[task] * value.mean for task, value in losses.items() if task not in TOKEN_TASKS]
+        if token_loss is not None:
+            terms.append(token_loss)
+        return sum(terms) if terms else None
 
 
 def count_parameters_by_component(model: ErnieVilForPreTraining) -> dict[str, int]:

@@ -16,8 +16,6 @@ row formed in one matmul over the whole vocabulary, accumulated in float32 there
 ``masked_token_loss`` takes each row's weight in the loss (the model knows it before the call: a task's
 weight over its number of positions) and returns ``sum(row_weight * loss)``; its gradients are formed in
 the forward, and the backward only scales them: three matmuls per chunk, none recomputed.
-``masked_token_loss_per_position`` returns the loss of each position for any upstream gradient: it
-forms the gradient in the backward, recomputing each chunk's logits (a fourth matmul).
 """
 
 from __future__ import annotations
@@ -262,52 +260,6 @@ def masked_token_loss(
     return MaskedTokenLossFunction.apply(hidden, weight, bias, labels, row_weight, ignore_index, chunk_rows)
 
 
-class PerPositionMaskedTokenLossFunction(torch.autograd.Function):
-    """The loss of each position, differentiable for any upstream gradient: the forward computes the
-    losses only, the backward recomputes each chunk's logits and forms the gradient with the upstream
-    gradient as the row weights."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, ignore_index=-100, chunk_rows=None):
-        _validate(hidden, weight, bias, labels)
-        ones = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
-        loss, *_ = _loss_and_grads_op(
-            hidden, weight, bias, labels, ones, ignore_index, chunk_rows, False, False, False
-        )
-        ctx.save_for_backward(hidden, weight, bias, labels)
-        ctx.ignore_index, ctx.chunk_rows = ignore_index, chunk_rows
-        return loss  # (N,)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        hidden, weight, bias, labels = ctx.saved_tensors
-        asked = _asked(ctx, bias)
-        _, *grads = _loss_and_grads_op(
-            hidden,
-            weight,
-            bias,
-            labels,
-            grad_loss.float().contiguous(),
-            ctx.ignore_index,
-            ctx.chunk_rows,
-            *asked,
-        )
-        return (*(grad if wanted else None for grad, wanted in zip(grads, asked)), None, None, None)
-
-
-def masked_token_loss_per_position(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    labels: torch.Tensor,
-    ignore_index: int = -100,
-    chunk_rows: int | None = None,
-) -> torch.Tensor:
-    """The float32 loss of each position (N,), differentiable in hidden, weight and bias for any upstream
-    gradient (one more matmul per chunk than ``masked_token_loss``, in the backward)."""
-    return PerPositionMaskedTokenLossFunction.apply(hidden, weight, bias, labels, ignore_index, chunk_rows)
-
-
 def masked_token_loss_reference(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -326,9 +278,7 @@ def masked_token_loss_reference(
 
 __all__ = [
     "MaskedTokenLossFunction",
-    "PerPositionMaskedTokenLossFunction",
     "chunked_cross_entropy",
     "masked_token_loss",
-    "masked_token_loss_per_position",
     "masked_token_loss_reference",
 ]

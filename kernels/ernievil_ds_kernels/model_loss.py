@@ -12,22 +12,25 @@ from __future__ import annotations
 import torch
 
 from ernievil_ds.masked_token_loss import register_masked_token_loss as register_in_model
-from ernievil_ds_kernels.masked_token_loss import masked_token_loss_per_position
+from ernievil_ds_kernels.masked_token_loss import masked_token_loss
 
 #: The name under which ``register_masked_token_loss`` registers ``triton_masked_token_loss``.
 LOSS_NAME = "triton"
 
 
 def triton_masked_token_loss(
-    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor
-) -> tuple[torch.Tensor, None]:
-    """hidden (N, C), the tied decoder's weight (V, C) and bias (V,), labels (N,) -> the float32 loss of
-    each position (N,), and no logits (the fused kernel never forms the (N, V) matrix).
-
-    The model weighs each position after the call, so its gradient is formed in the backward
-    (``masked_token_loss_per_position``); ``masked_token_loss`` forms it in the forward, one matmul per
-    chunk fewer, for a caller that passes each position's weight."""
-    return masked_token_loss_per_position(hidden, weight, bias, labels), None
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    labels: torch.Tensor,
+    row_weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, None]:
+    """hidden (N, C), the tied decoder's weight (V, C) and bias (V,), labels (N,), row_weight (N,) ->
+    ``sum(row_weight * loss)`` () float32, the loss of each position (N,) (not differentiable), and no
+    logits: the fused kernel never forms the (N, V) matrix, and with the weights known it forms the
+    gradient in the forward, so the backward only scales it."""
+    total, per_row = masked_token_loss(hidden, weight, bias, labels, row_weight)
+    return total, per_row, None
 
 
 def register_masked_token_loss() -> None:

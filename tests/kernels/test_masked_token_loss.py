@@ -11,7 +11,6 @@ import ernievil_ds_kernels.masked_token_loss as module
 from ernievil_ds import ErnieVilConfig, ErnieVilForPreTraining
 from ernievil_ds_kernels.masked_token_loss import (
     masked_token_loss,
-    masked_token_loss_per_position,
     masked_token_loss_reference,
 )
 from tests.conftest import make_batch
@@ -68,33 +67,12 @@ def compare_weighted(inputs, chunk_rows, atol, rtol):
     print(errors | compare_gradients((hidden, weight, bias), reference_inputs, atol, rtol))
 
 
-def compare_per_position(inputs, chunk_rows, atol, rtol, grad_seed=1):
-    """``masked_token_loss_per_position`` against float64, a random upstream gradient per position."""
-    hidden, weight, bias, labels, _ = inputs
-    loss = masked_token_loss_per_position(hidden, weight, bias, labels, -100, chunk_rows)
-    grad = torch.randn(loss.shape, generator=torch.Generator().manual_seed(grad_seed)).to(DEVICE)
-    loss.backward(grad)
-    reference_inputs = [x.detach().double().requires_grad_() for x in (hidden, weight, bias)]
-    reference = masked_token_loss_reference(*reference_inputs, labels)
-    reference.backward(grad.double())
-    errors = {"loss": assert_close(loss, reference, atol, rtol, "loss")}
-    print(errors | compare_gradients((hidden, weight, bias), reference_inputs, atol, rtol))
-
-
 @pytest.mark.parametrize(("dtype", "atol", "rtol"), DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_weighted_loss_and_its_gradients_match_the_float64_reference(
     shape, dtype, atol, rtol, poisoned_allocations
 ):
     compare_weighted(make_inputs(shape, dtype), shape[3], atol, rtol)
-
-
-@pytest.mark.parametrize(("dtype", "atol", "rtol"), DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_per_position_losses_and_gradients_match_the_float64_reference(
-    shape, dtype, atol, rtol, poisoned_allocations
-):
-    compare_per_position(make_inputs(shape, dtype), shape[3], atol, rtol)
 
 
 def test_without_row_weights_the_loss_is_the_mean_over_the_positions_not_ignored():
@@ -106,8 +84,8 @@ def test_without_row_weights_the_loss_is_the_mean_over_the_positions_not_ignored
 
 def test_ignored_positions_have_zero_loss_and_zero_gradient():
     hidden, weight, bias, labels, _ = make_inputs((11, 16, 300, 4), torch.float32)
-    loss = masked_token_loss_per_position(hidden, weight, bias, labels)
-    loss.sum().backward()
+    total, loss = masked_token_loss(hidden, weight, bias, labels, torch.ones(11, device=DEVICE), -100, 4)
+    total.backward()
     ignored = labels == -100
     assert torch.all(loss[ignored] == 0) and torch.all(loss[~ignored] > 0)
     assert torch.all(hidden.grad[ignored] == 0) and torch.all(hidden.grad[~ignored].abs().sum(1) > 0)
@@ -135,16 +113,11 @@ def chunks(monkeypatch):
     return shapes
 
 
-def test_the_weighted_loss_forms_each_chunk_of_logits_once_and_the_per_position_loss_twice(chunks):
-    """Chunks of positions over the whole vocabulary, never (N, V) at once: the weighted loss forms its
-    gradient in the forward (no logits in the backward), the per-position loss recomputes them."""
+def test_the_loss_forms_each_chunk_of_logits_once(chunks):
+    """Chunks of positions over the whole vocabulary, never (N, V) at once, each formed once: the
+    gradient is formed in the forward, so the backward forms no logits."""
     masked_token_loss(*make_inputs((13, 24, 1000, 4), torch.float32)[:4], None, -100, 4)[0].backward()
     assert chunks == [(4, 1000), (4, 1000), (4, 1000), (1, 1000)]
-    chunks.clear()
-    masked_token_loss_per_position(
-        *make_inputs((13, 24, 1000, 4), torch.float32)[:4], -100, 4
-    ).sum().backward()
-    assert chunks == [(4, 1000), (4, 1000), (4, 1000), (1, 1000)] * 2
 
 
 @pytest.mark.parametrize("num_positions", [10, 100, 1000])
@@ -184,9 +157,9 @@ def test_no_positions_give_no_losses_and_zero_gradients():
 
 
 def test_the_models_token_head_loss_through_the_fused_kernel():
-    """How the pretraining model would call it: the head's transform in PyTorch, then the fused decoder +
-    cross-entropy on the tied word embeddings, per position; equal to the model's own per-position loss,
-    and the gradients of every head and embedding parameter equal too."""
+    """As the pretraining model calls it: the head's transform in PyTorch, then the fused decoder +
+    cross-entropy on the tied word embeddings with a weight per position; equal to the weighted sum of
+    the unfused per-position losses, and the gradients of every head and embedding parameter equal too."""
     config = ErnieVilConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(0)
     model = ErnieVilForPreTraining(config).to(DEVICE)
@@ -196,21 +169,24 @@ def test_the_models_token_head_loss_through_the_fused_kernel():
     selected = labels != -100  # (B, T)
     head = model.token_head
 
+    row_weight = torch.arange(1.0, int(selected.sum()) + 1, device=DEVICE)  # (N,)
+
     def fused():
         hidden = head.transform(text_states[selected])  # (N, Ct)
-        return masked_token_loss_per_position(
-            hidden, head.decoder.weight, head.decoder.bias, labels[selected]
-        )
+        return masked_token_loss(
+            hidden, head.decoder.weight, head.decoder.bias, labels[selected], row_weight
+        )[0]
 
     def unfused():
         logits = head(text_states[selected])  # (N, V)
-        return torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="none")
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="none")
+        return (row_weight * loss).sum()
 
     grads = []
     for loss_fn in (fused, unfused):
         model.zero_grad()
         loss = loss_fn()
-        (loss * torch.arange(1.0, loss.numel() + 1, device=DEVICE)).sum().backward()
+        loss.backward()
         grads.append(
             (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         )
