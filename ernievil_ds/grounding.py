@@ -281,6 +281,18 @@ class ErnieVilGroundedForPreTraining(ErnieVilGroundedPreTrainedModel, ErnieVilFo
             )
         outputs = super().forward(**inputs, output_attentions=True)
         text_keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        return self.add_grounding_loss(outputs, region_word_targets, text_keep, output_attentions)
+
+    def add_grounding_loss(
+        self,
+        outputs: ErnieVilForPreTrainingOutput,
+        region_word_targets: torch.LongTensor,
+        text_keep: torch.Tensor,
+        output_attentions: bool,
+    ) -> ErnieVilGroundedForPreTrainingOutput:
+        """The pretraining outputs (run with attention weights) with the grounding loss of the image->text
+        weights of ``config.grounding_co_layers`` against region_word_targets (B, R), text_keep (B, T)
+        added to ``loss``; ``co_attentions`` kept only when ``output_attentions`` was asked for."""
         image_to_text = [outputs.co_attentions[i][1] for i in self.config.grounding_co_layers]
         loss = grounding_loss(image_to_text, region_word_targets, text_keep)
         weighted = self.config.task_loss_weights[GROUNDING_TASK] * loss.mean
