@@ -18,16 +18,28 @@ from pathlib import Path
 
 import deepspeed
 
-from ernievil_ds.distributed import setup_logging
+from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import run_command
 from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
 from ernievil_ds.pretraining.dispatch import compile_engine
-from ernievil_ds.pretraining.pretrain import PretrainingRun, import_kernels
+from ernievil_ds.pretraining.pretrain import PretrainingRun
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 # DeepSpeed 0.19's ZeRO-2 calls a torch.distributed function that torch 2.13 deprecates, once per step.
 warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.*", category=FutureWarning)
+
+
+def import_kernels() -> None:
+    """Register the Triton kernels as attention and loss "triton" (the library never imports them);
+    without Triton or its driver the run goes on with PyTorch's, and says why."""
+    try:
+        import ernievil_ds_kernels  # noqa: F401
+    except Exception as error:  # any failure means: no Triton kernels in this run
+        if dist_info().is_main:
+            print(
+                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run = PretrainingRun.prepare(args)
     engine, _, _, _ = deepspeed.initialize(
         model=run.model,
-        model_parameters=run.model.optimizer_groups(
-            run.ds_config["optimizer"]["params"].get("weight_decay", 0.0)
-        ),
+        model_parameters=run.optimizer_groups(),
         lr_scheduler=run.lr_scheduler(),
         config=run.ds_config,
     )

@@ -147,18 +147,6 @@ def check_prepared_data_dir(data_dir: Path) -> None:
         )
 
 
-def import_kernels() -> None:
-    """Import the Triton kernels, which registers them as attention and loss "triton" (``auto`` then
-    considers them); without Triton or its driver the run goes on with PyTorch's, and says why."""
-    try:
-        import ernievil_ds_kernels  # noqa: F401
-    except Exception as error:  # any failure means: no Triton kernels in this run
-        if dist_info().is_main:
-            print(
-                f"pretrain.py: the Triton kernels do not import ({type(error).__name__}: {error})", flush=True
-            )
-
-
 class NonFiniteLossError(UserError):
     """The training loss became NaN or infinite: the run stops before it saves the damaged weights."""
 
@@ -320,6 +308,10 @@ class PretrainingRun:
         if info.is_main:
             write_settings(run.folder, PRETRAINING, vars(args), model.config.to_dict())
         return run
+
+    def optimizer_groups(self) -> list[dict]:
+        """The model's parameter groups for ``deepspeed.initialize``, with the DeepSpeed JSON's weight decay."""
+        return self.model.optimizer_groups(self.ds_config["optimizer"]["params"].get("weight_decay", 0.0))
 
     def lr_scheduler(self) -> Callable | None:
         """The learning-rate schedule to hand to ``deepspeed.initialize``: None when the DeepSpeed JSON has a
