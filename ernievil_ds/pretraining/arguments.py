@@ -196,6 +196,20 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     run.add_argument("--output-dir", type=Path, required=True)
     run.add_argument("--max-steps", type=int, required=True, help="optimizer steps to train for")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--deterministic",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="bitwise-equal weights from the same command, seed and thread count on one machine: "
+        "deterministic algorithms only (CUBLAS_WORKSPACE_CONFIG=:4096:8 on CUDA unless set) and "
+        "--torch-threads 1 unless given",
+    )
+    run.add_argument(
+        "--torch-threads",
+        type=positive_int_argument,
+        metavar="N",
+        help="PyTorch's intra-op threads per rank (default: PyTorch's own choice, or 1 with --deterministic)",
+    )
     run.add_argument("--log-every", type=int, default=10)
     run.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (0: only at the end)")
     run.add_argument("--eval-batches", type=int, default=4)

@@ -41,6 +41,7 @@ from ernievil_ds.distributed import barrier, dist_info, get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
 from ernievil_ds.pretraining.checkpoint import load_latest_checkpoint, save_checkpoint
+from ernievil_ds.pretraining.determinism import apply_determinism
 from ernievil_ds.pretraining.dispatch import current_device, resolve_kernel_arguments, training_dtype
 from ernievil_ds.pretraining.ds_config import fit_schedule_to_steps, load_ds_config, resolve_batch_sizes
 from ernievil_ds.pretraining.metrics import LOSS_NAMES, ThroughputMeter
@@ -273,6 +274,7 @@ class PretrainingRun:
             FileNotFoundError: a missing config file, data directory or checkpoint.
         """
         info = dist_info()
+        apply_determinism(args)
         if args.max_steps < 1:
             raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
         check_hub_arguments(args)
