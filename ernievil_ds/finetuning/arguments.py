@@ -67,13 +67,12 @@ def resolve_batch_sizes(settings: FinetuneSettings, world_size: int) -> Finetune
         UserError: a size below 1, a global batch that the processes or the micro-batch do not divide,
             or an accumulation given that differs from the derived one.
     """
-    micro = settings.batch_size or DEFAULT_BATCH_SIZE
     total = settings.global_batch_size
     for flag, value in (("--batch-size", settings.batch_size), ("--global-batch-size", total)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
     if total is None:
-        return dataclasses.replace(settings, batch_size=micro)
+        return dataclasses.replace(settings, batch_size=settings.batch_size or DEFAULT_BATCH_SIZE)
     if total % world_size:
         raise UserError(f"--global-batch-size {total} does not divide among {world_size} processes")
     share = total // world_size

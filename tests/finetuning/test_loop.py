@@ -157,7 +157,9 @@ def test_a_small_split_on_two_processes(tmp_path):
     assert "the training split has 3 examples, fewer than one batch of 4 (2 on each of 2 processes)" in (
         refused.stderr
     )
-    assert "Traceback" not in refused.stderr
+    assert (
+        'finetune.py", line' not in refused.stderr
+    )  # no traceback through the launcher (accelerate's own follows)
     done = launch_two_processes(
         tmp_path, *common, "--output-dir", str(tmp_path / "b"), "--global-batch-size", "2", "--steps", "2"
     )
