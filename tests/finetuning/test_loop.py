@@ -146,51 +146,40 @@ def launch_two_processes(tmp_path: Path, *flags: str) -> subprocess.CompletedPro
 
 @pytest.mark.slow
 def test_a_small_split_on_two_processes(tmp_path):
-    """3 questions on 2 processes: a micro-batch of 2 (a batch of 4 over both) is refused in one line
-    naming both sizes; a micro-batch of 1 trains, and the evaluation scores all 3 questions."""
+    """3 questions on 2 processes: micro-batches of 2 (4 over both) are refused in one line naming both
+    sizes; a global batch of 4 in micro-batches of 1 (2 accumulated on each process) trains and evaluates."""
     split = three_question_split(tmp_path)
     common = ("--task", "vqa", "--preset", "tiny", "--data-dir", str(split), "--eval-data-dir", str(split))
     refused = launch_two_processes(
         tmp_path, *common, "--output-dir", str(tmp_path / "a"), "--batch-size", "2"
     )
     assert refused.returncode != 0
-    assert "the training split has 3 examples, fewer than one batch of 4 (2 on each of 2 processes)" in (
-        refused.stderr
-    )
-    assert (
-        'finetune.py", line' not in refused.stderr
-    )  # no traceback through the launcher (accelerate's own follows)
-    done = launch_two_processes(
-        tmp_path, *common, "--output-dir", str(tmp_path / "b"), "--global-batch-size", "2", "--steps", "2"
-    )
+    expected = "the training split has 3 examples, fewer than one batch of 4 (2 on each of 2 processes)"
+    assert expected in refused.stderr
+    assert 'finetune.py", line' not in refused.stderr  # no traceback through the launcher
+    flags = ("--global-batch-size", "4", "--batch-size", "1", "--steps", "2")
+    done = launch_two_processes(tmp_path, *common, "--output-dir", str(tmp_path / "b"), *flags)
     assert done.returncode == 0, done.stderr[-3000:]
     arguments = read_settings(tmp_path / "b").arguments
-    assert (arguments["batch_size"], arguments["gradient_accumulation_steps"]) == (1, 1)
-    assert done.stdout.count("eval_") == 1
+    resolved = (
+        arguments["global_batch_size"],
+        arguments["batch_size"],
+        arguments["gradient_accumulation_steps"],
+    )
+    assert resolved == (4, 1, 2)
+    assert [line.startswith("eval_") for line in done.stdout.splitlines()].count(
+        True
+    ) == 1  # the main process
 
 
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch(tmp_path):
-    command = [
-        *(sys.executable, "-m", "accelerate.commands.launch"),
-        *("--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml")),
-        str(REPO / "launchers" / "finetune.py"),
+    done = launch_two_processes(
+        tmp_path,
         *("--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path)),
-        *(
-            "--steps",
-            "4",
-            "--batch-size",
-            "4",
-            "--train-images",
-            "16",
-            "--eval-images",
-            "4",
-            "--log-every",
-            "2",
-        ),
-    ]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        *("--steps", "4", "--batch-size", "4", "--train-images", "16", "--eval-images", "4"),
+        *("--log-every", "2"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_settings(tmp_path).world_size == 2
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4]
