@@ -12,8 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ernievil_ds.errors import require_output_dir
+from ernievil_ds.errors import UserError, require_output_dir
 from ernievil_ds.finetuning.tasks import TASKS
+
+DEFAULT_BATCH_SIZE = 32  # the micro-batch per process without --batch-size or --global-batch-size
 
 
 @dataclass
@@ -27,7 +29,8 @@ class FinetuneSettings:
     data_dir: Path | None = None  # the official tasks' training split (synth_qa generates its own)
     eval_data_dir: Path | None = None  # and their evaluation split
     steps: int = 300
-    batch_size: int = 32
+    batch_size: int | None = None  # micro-batch per process; None: DEFAULT_BATCH_SIZE, or the whole share
+    global_batch_size: int | None = None  # examples per optimiser step over all processes (the confs' batch)
     learning_rate: float = 1e-4
     warmup_steps: int = 30
     decay_steps: tuple[int, ...] = ()
@@ -50,6 +53,42 @@ class FinetuneSettings:
     push_to_hub: str | None = None  # publish hf_model/ as this Hub repository at the end
     hub_private: bool = False
     hub_revision: str | None = None
+
+
+def resolve_batch_sizes(settings: FinetuneSettings, world_size: int) -> FinetuneSettings:
+    """The settings with the micro-batch and the accumulation each run trains with.
+
+    Without ``global_batch_size``: ``batch_size`` (``DEFAULT_BATCH_SIZE`` when None) per process and the
+    given accumulation. With it: each process takes ``global_batch_size / world_size`` examples a step,
+    in micro-batches of ``batch_size`` (the whole share when None), accumulated over the quotient. The
+    result is a fixed point: resolving it again returns it.
+
+    Raises:
+        UserError: a size below 1, a global batch that the processes or the micro-batch do not divide,
+            or an accumulation given that differs from the derived one.
+    """
+    total = settings.global_batch_size
+    for flag, value in (("--batch-size", settings.batch_size), ("--global-batch-size", total)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if total is None:
+        return dataclasses.replace(settings, batch_size=settings.batch_size or DEFAULT_BATCH_SIZE)
+    if total % world_size:
+        raise UserError(f"--global-batch-size {total} does not divide among {world_size} processes")
+    share = total // world_size
+    micro = settings.batch_size or share
+    if share % micro:
+        raise UserError(
+            f"--global-batch-size {total} gives {share} examples per process, which micro-batches of "
+            f"--batch-size {micro} do not divide"
+        )
+    accumulation = share // micro
+    if settings.gradient_accumulation_steps not in (1, accumulation):
+        raise UserError(
+            f"--gradient-accumulation-steps {settings.gradient_accumulation_steps} contradicts "
+            f"--global-batch-size {total} (micro-batch {micro} x {world_size} processes x {accumulation} steps)"
+        )
+    return dataclasses.replace(settings, batch_size=micro, gradient_accumulation_steps=accumulation)
 
 
 def decay_steps_argument(text: str) -> tuple[int, ...]:
@@ -77,7 +116,15 @@ def _add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="optimiser steps")
-    parser.add_argument("--batch-size", type=int, help="micro-batch per process")
+    parser.add_argument(
+        "--batch-size", type=int, help=f"micro-batch per process (default {DEFAULT_BATCH_SIZE})"
+    )
+    parser.add_argument(
+        "--global-batch-size",
+        type=int,
+        help="examples per optimiser step over all processes; sets the accumulation (and the micro-batch "
+        "when --batch-size is not given)",
+    )
     parser.add_argument("--gradient-accumulation-steps", type=int)
     parser.add_argument("--learning-rate", type=float, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ernievil_ds.data.sampler import ResumableDistributedSampler
 from ernievil_ds.distributed import dist_info, get_logger
 from ernievil_ds.errors import UserError
-from ernievil_ds.finetuning.arguments import FinetuneSettings, parse_finetune_arguments
+from ernievil_ds.finetuning.arguments import FinetuneSettings, parse_finetune_arguments, resolve_batch_sizes
 from ernievil_ds.finetuning.optimization import build_optimizer, manual_warmup_decay
 from ernievil_ds.finetuning.tasks import TASKS, DownstreamTask, build_task
 from ernievil_ds.runs import (
@@ -68,8 +68,14 @@ def build_loaders(task: DownstreamTask, settings: FinetuneSettings) -> tuple[Dat
     resumable inside an epoch) and evaluation loader."""
     train, evaluation = task.datasets()
     info = dist_info()
-    if len(train) < info.world_size:
-        raise UserError(f"{len(train)} training examples cannot be shared by {info.world_size} processes")
+    # Whole batches only: a split smaller than one batch on every process would leave each an empty loader.
+    global_micro_batch = settings.batch_size * info.world_size
+    if len(train) < global_micro_batch:
+        raise UserError(
+            f"the training split has {len(train)} examples, fewer than one batch of {global_micro_batch} "
+            f"({settings.batch_size} on each of {info.world_size} processes): use more training data or "
+            "lower --batch-size"
+        )
     sampler = ResumableDistributedSampler(
         len(train), num_replicas=info.world_size, rank=info.rank, seed=settings.seed
     )
@@ -84,11 +90,6 @@ def build_loaders(task: DownstreamTask, settings: FinetuneSettings) -> tuple[Dat
         drop_last=True,
         generator=torch.Generator().manual_seed(settings.seed),
     )
-    if len(train_loader) == 0:
-        raise UserError(
-            f"{len(train)} training examples make no batch of {settings.batch_size} on each of "
-            f"{info.world_size} processes: use more training data or lower --batch-size"
-        )
     eval_loader = DataLoader(evaluation, batch_size=settings.batch_size, collate_fn=task.collate)
     return train_loader, eval_loader
 
@@ -114,6 +115,7 @@ class FinetuningRun:
         from accelerate.utils import GradientAccumulationPlugin
 
         check_model_source(settings)
+        settings = resolve_batch_sizes(settings, dist_info().world_size)
         self.settings, self.folder = settings, RunFolder(settings.output_dir)
         self.task = build_task(settings)
         # The schedule counts optimiser steps (as the official global step), so it is stepped by hand once
@@ -270,6 +272,7 @@ class FinetuningRun:
 
 def finetune(settings: FinetuneSettings) -> dict[str, float]:
     """Fine-tune as ``settings`` say; returns the final evaluation (also the last line of ``eval.jsonl``)."""
+    settings = resolve_batch_sizes(settings, dist_info().world_size)
     check_numbers(settings)
     if settings.push_to_hub:  # on every process, so that all stop together before training
         from ernievil_ds.hub.push import check_push_ready

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ from ernievil_ds.configuration_ernievil import ErnieVilConfig
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.arguments import FinetuneSettings
+from ernievil_ds.finetuning.data import import_official_vqa
 from ernievil_ds.finetuning.loop import FinetuningRun, finetune
 from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES
 from ernievil_ds.runs import FINETUNING, read_metrics, read_settings
+from tests.finetuning.official_files import regions, vqa_row, write_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -87,7 +90,7 @@ def test_resume_continues_exactly(tmp_path, first_steps):
         ({"task": "vqa"}, "needs --data-dir"),
         ({"steps": 0}, "--steps must be at least 1"),
         ({"learning_rate": float("nan")}, "--learning-rate must be a positive number"),
-        ({"train_images": 1, "batch_size": 8}, "examples make no batch of 8"),  # at most 4 questions a scene
+        ({"train_images": 1, "batch_size": 8}, "fewer than one batch of 8"),  # at most 4 questions a scene
         ({"preset": None}, "exactly one of --model"),
     ],
 )
@@ -96,28 +99,87 @@ def test_bad_settings_are_user_errors(tmp_path, overrides, message):
         finetune(tiny_settings(tmp_path, **overrides))
 
 
-@pytest.mark.slow
-def test_two_processes_under_accelerate_launch(tmp_path):
+def three_question_split(root: Path) -> Path:
+    """An imported official-format VQA split of 3 questions (smaller than many a batch)."""
+    questions = [("is it red?", 0), ("is it blue?", 1), ("is it green?", 0)]
+    rows = [
+        vqa_row(i, q, [label], [1.0], 64, 48, *regions(2, seed=i)) for i, (q, label) in enumerate(questions)
+    ]
+    write_lines(root / "vqa.tsv", rows)
+    (root / "answers.pkl").write_bytes(pickle.dumps(["yes", "no"]))
+    import_official_vqa([root / "vqa.tsv"], root / "split", answers=root / "answers.pkl")
+    return root / "split"
+
+
+def test_a_split_smaller_than_a_batch_trains_on_nothing_and_is_refused(tmp_path):
+    split = three_question_split(tmp_path)
+    settings = tiny_settings(tmp_path / "run", task="vqa", data_dir=split, eval_data_dir=split, batch_size=4)
+    with pytest.raises(UserError, match="the training split has 3 examples, fewer than one batch of 4"):
+        finetune(settings)
+
+
+def test_an_evaluation_split_smaller_than_a_batch_is_evaluated_whole(tmp_path):
+    """Evaluation keeps its last, short batch: 3 questions in batches of 2 are all scored."""
+    split = three_question_split(tmp_path)
+    settings = tiny_settings(
+        tmp_path / "run", task="vqa", data_dir=split, eval_data_dir=split, batch_size=2, steps=2
+    )
+    run = FinetuningRun(settings)
+    try:
+        assert [len(batch["labels"]) for batch in run.eval_loader] == [2, 1]
+        assert all(0.0 <= value <= 1.0 for value in run.train().values())
+    finally:
+        run.close()
+
+
+def launch_two_processes(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    """``launchers/finetune.py`` under ``accelerate launch`` with two gloo processes on the CPU."""
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch"),
         *("--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml")),
         str(REPO / "launchers" / "finetune.py"),
-        *("--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path)),
-        *(
-            "--steps",
-            "4",
-            "--batch-size",
-            "4",
-            "--train-images",
-            "16",
-            "--eval-images",
-            "4",
-            "--log-every",
-            "2",
-        ),
+        *flags,
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow
+def test_a_small_split_on_two_processes(tmp_path):
+    """3 questions on 2 processes: micro-batches of 2 (4 over both) are refused in one line naming both
+    sizes; a global batch of 4 in micro-batches of 1 (2 accumulated on each process) trains and evaluates."""
+    split = three_question_split(tmp_path)
+    common = ("--task", "vqa", "--preset", "tiny", "--data-dir", str(split), "--eval-data-dir", str(split))
+    refused = launch_two_processes(
+        tmp_path, *common, "--output-dir", str(tmp_path / "a"), "--batch-size", "2"
+    )
+    assert refused.returncode != 0
+    expected = "the training split has 3 examples, fewer than one batch of 4 (2 on each of 2 processes)"
+    assert expected in refused.stderr
+    assert 'finetune.py", line' not in refused.stderr  # no traceback through the launcher
+    flags = ("--global-batch-size", "4", "--batch-size", "1", "--steps", "2")
+    done = launch_two_processes(tmp_path, *common, "--output-dir", str(tmp_path / "b"), *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arguments = read_settings(tmp_path / "b").arguments
+    resolved = (
+        arguments["global_batch_size"],
+        arguments["batch_size"],
+        arguments["gradient_accumulation_steps"],
+    )
+    assert resolved == (4, 1, 2)
+    assert [line.startswith("eval_") for line in done.stdout.splitlines()].count(
+        True
+    ) == 1  # the main process
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_launch(tmp_path):
+    done = launch_two_processes(
+        tmp_path,
+        *("--task", "synth_qa", "--preset", "tiny", "--output-dir", str(tmp_path)),
+        *("--steps", "4", "--batch-size", "4", "--train-images", "16", "--eval-images", "4"),
+        *("--log-every", "2"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_settings(tmp_path).world_size == 2
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [2, 4]
