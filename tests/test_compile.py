@@ -42,7 +42,12 @@ def uninitialised_model(config):
 @pytest.mark.parametrize("positions", [True, False], ids=["scored positions", "every position"])
 @pytest.mark.parametrize(
     ("preset", "attention"),
-    [("tiny", "eager"), ("tiny", "sdpa"), ("tiny-grounded", "sdpa"), ("base", "sdpa")],
+    [
+        ("tiny", "eager"),
+        ("tiny", "sdpa"),
+        ("tiny-grounded", "sdpa"),
+        pytest.param("base", "sdpa", marks=pytest.mark.slow),
+    ],
 )
 def test_the_pretraining_forward_and_loss_compile_without_a_graph_break(preset, attention, positions):
     config = preset_config(preset)
@@ -57,6 +62,7 @@ def test_the_pretraining_forward_and_loss_compile_without_a_graph_break(preset, 
     torch.compile(pretraining_loss(model), backend="eager", fullgraph=True)(**batch).backward()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blanked", [False, True], ids=["every task", "only itm has something to score"])
 def test_the_compiled_model_gives_the_uncompiled_loss_outputs_and_gradients(grounded_config, blanked):
     """Through AOTAutograd (the ``aot_eager`` backend: the graphs inductor would compile, run by PyTorch),

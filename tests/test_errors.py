@@ -120,6 +120,7 @@ def test_plot_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "has no metrics.jsonl: is it a pretraining run?" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_prepare_data_on_bad_input_in_a_subprocess(tmp_path):
     (tmp_path / "out").write_text("a file where the data directory should be")
     (tmp_path / "cc.tsv").write_text("a dog\thttp://a/0.jpg\n")
