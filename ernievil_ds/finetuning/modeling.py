@@ -32,8 +32,6 @@ from ernievil_ds.modeling_ernievil import ErnieVilModelOutput, ErnieVilPreTraine
 #: Width of the VQA classifier's hidden layer and its dropout (the official ``vqa_classifier_loss``).
 VQA_CLASSIFIER_HIDDEN = 2048
 VQA_CLASSIFIER_DROPOUT = 0.5
-#: Dropout on the fused vector before the VCR choice scorers (the official ``get_match_score``).
-VCR_FUSED_DROPOUT = 0.1
 #: VCR's two tasks, each with its own choice scorer.
 VCR_TASKS = ("q2a", "qa2r")
 #: The ``from_pretrained`` arguments that say where the config is, passed on to ``AutoConfig``.
@@ -80,17 +78,27 @@ class ErnieVilForFineTuning(ErnieVilPreTrainedModel):
         return self.ernievil(input_ids, region_features, **encoder_inputs)
 
 
+def fused_vector_dropout(config: ErnieVilConfig) -> nn.Dropout:
+    """Dropout on the fused vector h_CLS * h_IMG, as the official ``get_match_score`` applies it: at the
+    config's ``attention_probs_dropout_prob`` whenever its caller asks for any dropout. The VQA model asks
+    (its ``"mul"`` lands in the rate argument and ``"mul" > 0.0`` holds under the Python 2 the release
+    targets); the VCR conf asks with ``dropout_rate`` 0.1; retrieval does not."""
+    return nn.Dropout(config.attention_probs_dropout_prob)
+
+
 def flatten_groups(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
     """Inputs with a group axis, (B, C, ...) each, as a batch of B * C pairs, (B * C, ...)."""
     return {name: None if t is None else t.flatten(0, 1) for name, t in tensors.items()}
 
 
 class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
-    """VQA: the fused vector h_CLS * h_IMG -> Linear(Co, 2048) + ReLU -> dropout 0.5 -> Linear(2048,
-    num_answers). The answers are ``config.id2label`` (``config.num_labels`` of them)."""
+    """VQA: the fused vector h_CLS * h_IMG -> dropout (``fused_vector_dropout``) -> Linear(Co, 2048) + ReLU
+    -> dropout 0.5 -> Linear(2048, num_answers). The answers are ``config.id2label`` (``config.num_labels``
+    of them)."""
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
+        self.fused_dropout = fused_vector_dropout(config)
         self.classifier = nn.Sequential(
             nn.Linear(config.co_hidden_size, VQA_CLASSIFIER_HIDDEN),
             nn.ReLU(),
@@ -115,19 +123,19 @@ class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
         Returns logits of shape `(batch_size, num_answers)`.
         """
         pooled = self.encode(input_ids, region_features, **encoder_inputs).pooled_output  # (B, Co)
-        logits = self.classifier(pooled)  # (B, A)
+        logits = self.classifier(self.fused_dropout(pooled))  # (B, A)
         return ErnieVilFineTuningOutput(
             loss=None if labels is None else vqa_loss(logits, labels), logits=logits
         )
 
 
 class ErnieVilForMultipleChoice(ErnieVilForFineTuning):
-    """VCR: one score per choice, dropout 0.1 on the fused vector then Linear(Co, 1), with one scorer per
-    task (``q2a``, ``qa2r``), as the official model trains both in one network."""
+    """VCR: one score per choice, dropout on the fused vector (``fused_vector_dropout``) then Linear(Co, 1),
+    with one scorer per task (``q2a``, ``qa2r``), as the official model trains both in one network."""
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
-        self.fused_dropout = nn.Dropout(VCR_FUSED_DROPOUT)
+        self.fused_dropout = fused_vector_dropout(config)
         self.choice_scorers = nn.ModuleDict({task: nn.Linear(config.co_hidden_size, 1) for task in VCR_TASKS})
         self.post_init()
 

@@ -103,3 +103,29 @@ def test_save_load_round_trip_through_the_auto_classes(
     if model_class is ErnieVilForMultipleChoice:
         inputs = with_group_axis(inputs, 2)
     torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_fused_vector_dropout_is_the_configs_attention_dropout_for_vqa_and_vcr_only(config, pair_inputs):
+    """The official ``get_match_score`` drops the fused vector at ``attention_probs_dropout_prob`` for VQA
+    and VCR and not for retrieval: at rate 1 the VQA classifier and the VCR scorer see a zero vector (only
+    the fused-vector dropout is put in training mode), and retrieval has no dropout outside the encoder."""
+    config.attention_probs_dropout_prob = 1.0
+    config.id2label = {i: f"answer {i}" for i in range(7)}
+    inputs = pair_inputs(config)
+    vqa = ErnieVilForVisualQuestionAnswering(config).eval()
+    vqa.fused_dropout.train()
+    zero = torch.zeros(3, config.co_hidden_size)
+    torch.testing.assert_close(vqa(**inputs).logits, vqa.classifier(zero))
+
+    vcr = ErnieVilForMultipleChoice(config).eval()
+    vcr.fused_dropout.train()
+    scores = vcr(**with_group_axis(inputs, 4), task="q2a").logits  # (3, 4)
+    torch.testing.assert_close(scores, vcr.choice_scorers["q2a"].bias.expand(3, 4))
+
+    retrieval = ErnieVilForImageTextRetrieval(config)
+    head_dropouts = [
+        name
+        for name, module in retrieval.named_modules()
+        if isinstance(module, torch.nn.Dropout) and not name.startswith("ernievil.")
+    ]
+    assert head_dropouts == []
