@@ -525,6 +525,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         region_locations: torch.Tensor | None,
         region_boxes: torch.Tensor | None,
         image_sizes: torch.Tensor | None,
+        img_features: torch.Tensor | None = None,
+        img_locations: torch.Tensor | None = None,
     ) -> None:
         if input_ids.dim() != 2:
             raise ValueError(
@@ -546,6 +548,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             "region_locations": (region_locations, (batch, num_regions, self.config.v_loc_size)),
             "region_boxes": (region_boxes, (batch, num_regions, 4)),
             "image_sizes": (image_sizes, (batch, 2)),
+            "img_features": (img_features, (batch, self.config.v_feature_size)),
+            "img_locations": (img_locations, (batch, self.config.v_loc_size)),
         }
         for name, (tensor, shape) in expected.items():
             if tensor is not None and tuple(tensor.shape[: len(shape)]) != shape:
@@ -581,24 +585,31 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         region_locations: torch.Tensor,
         region_mask: torch.Tensor,
         masked_regions: torch.Tensor | None,
+        img_features: torch.Tensor | None = None,
+        img_locations: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prepend the [IMG] region and embed every region.
 
         Args:
             region_features: (B, R - 1, F); region_locations: (B, R - 1, 5); region_mask: (B, R - 1);
             masked_regions: (B, R - 1) or None, regions hidden from the [IMG] mean.
+            img_features: (B, F), the [IMG] region's feature; None: the mean of the kept regions.
+            img_locations: (B, 5), its location; None: the whole image.
 
         Returns:
             the image embeddings (B, R, Cv) and the 5-d locations (B, R, 5) of [IMG] and the regions.
         """
         batch = region_features.shape[0]
         real = region_mask.bool()
-        keep = real if masked_regions is None else real & ~masked_regions.bool()
-        img_feature = image_region_mean(region_features, keep)[:, None, :]  # (B, 1, F)
-        img_location = region_locations.new_tensor(WHOLE_IMAGE_LOCATION).expand(batch, 1, -1)  # (B, 1, 5)
+        if img_features is None:
+            keep = real if masked_regions is None else real & ~masked_regions.bool()
+            img_features = image_region_mean(region_features, keep)  # (B, F)
+        img_feature = img_features.to(region_features.dtype)[:, None, :]  # (B, 1, F)
+        whole_image = region_locations.new_tensor(WHOLE_IMAGE_LOCATION).expand(batch, -1)  # (B, 5)
+        img_location = (whole_image if img_locations is None else img_locations.to(whole_image))[:, None]
         # Padding regions (no feature, no box) would embed to one constant vector, whose LayerNorm backward
         # is 0 * 1/sqrt(eps) = NaN in fp16; placed on the whole image they are ordinary (and still masked).
-        region_locations = torch.where(real[..., None], region_locations, img_location)
+        region_locations = torch.where(real[..., None], region_locations, whole_image[:, None])
         features = torch.cat([img_feature, region_features], dim=1)  # (B, R, F)
         locations = torch.cat([img_location, region_locations], dim=1)  # (B, R, 5)
         return self.image_embeddings(features, locations), locations
@@ -659,6 +670,8 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
         image_sizes: torch.FloatTensor | None = None,
         region_locations: torch.FloatTensor | None = None,
         masked_regions: torch.BoolTensor | None = None,
+        img_features: torch.FloatTensor | None = None,
+        img_locations: torch.FloatTensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
     ) -> ErnieVilModelOutput:
@@ -676,10 +689,23 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
                 locations given directly, instead of `region_boxes` and `image_sizes`.
             masked_regions (`torch.BoolTensor` of shape `(batch_size, num_regions)`): regions hidden for
                 masked-region classification; they are left out of the [IMG] mean.
+            img_features (`torch.FloatTensor` of shape `(batch_size, v_feature_size)`): the [IMG] region's
+                feature, when the data gives it (the official VCR reader's mean of the detected and
+                ground-truth sets); by default the mean of the real, unmasked regions.
+            img_locations (`torch.FloatTensor` of shape `(batch_size, 5)`): the [IMG] region's normalised
+                location; by default the whole image, (0, 0, 1, 1, 1).
             output_hidden_states: also return the text stream's state after every step.
             output_attentions: also return every co-layer's attention weights, both directions.
         """
-        self._validate_inputs(input_ids, region_features, region_locations, region_boxes, image_sizes)
+        self._validate_inputs(
+            input_ids,
+            region_features,
+            region_locations,
+            region_boxes,
+            image_sizes,
+            img_features,
+            img_locations,
+        )
         batch, num_regions = region_features.shape[:2]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -692,7 +718,12 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
 
         text = self.text_embeddings(input_ids, token_type_ids)  # (B, T, Ct)
         image, locations = self.embed_image(
-            region_features, region_locations.float(), region_mask, masked_regions
+            region_features,
+            region_locations.float(),
+            region_mask,
+            masked_regions,
+            img_features,
+            img_locations,
         )
         image_keep = torch.cat([region_mask.new_ones(batch, 1), region_mask], dim=1)  # (B, R) with [IMG]
         text_mask = additive_attention_mask(attention_mask, text.dtype)  # (B, 1, 1, T)

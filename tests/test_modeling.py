@@ -398,3 +398,29 @@ def test_base_and_large_are_the_papers_architecture():
         assert all(type(layer) is ErnieVilCoAttentionLayer for layer in model.co_layers)
     assert ErnieVilConfig.from_preset("base").layer_norm_eps == 1e-5  # Paddle's LayerNorm epsilon
     assert set(PRETRAINING_TASKS) == set(ErnieVilConfig().task_loss_weights)
+
+
+def test_a_given_img_region_replaces_the_mean_and_the_whole_image(config, batch_factory, encoder_inputs):
+    """``img_features`` and ``img_locations`` are what the image embedding sees at [IMG]; the default is
+    the mean of the real, unmasked regions at (0, 0, 1, 1, 1); a wrong shape is refused by name."""
+    model = AutoModel.from_config(config).eval()
+    inputs = encoder_inputs(batch_factory(config))
+    seen = []
+    model.image_embeddings.register_forward_pre_hook(lambda module, args: seen.append(args))
+    img_features = torch.randn(3, config.v_feature_size)
+    img_locations = torch.tensor([[0.1, 0.2, 0.5, 0.6, 0.16]]).expand(3, -1)
+    with torch.no_grad():
+        model(**inputs)
+        model(**inputs, img_features=img_features, img_locations=img_locations)
+    (default_features, default_locations), (given_features, given_locations) = seen
+    keep = (inputs["region_mask"].bool() & ~inputs["masked_regions"].bool()).float()[..., None]  # (B, R, 1)
+    mean = (inputs["region_features"] * keep).sum(1) / keep.sum(1).clamp(min=1)
+    torch.testing.assert_close(default_features[:, 0], mean)
+    torch.testing.assert_close(
+        default_locations[:, 0], torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]]).expand(3, -1)
+    )
+    torch.testing.assert_close(given_features[:, 0], img_features)
+    torch.testing.assert_close(given_locations[:, 0], img_locations)
+    torch.testing.assert_close(given_features[:, 1:], default_features[:, 1:])
+    with pytest.raises(ValueError, match="img_features has shape"):
+        model(**inputs, img_features=torch.zeros(2, config.v_feature_size))

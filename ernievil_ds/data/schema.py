@@ -51,8 +51,10 @@ PAIR_FEATURES = Features(
 )
 
 
-def image_features(with_class_distribution: bool) -> Features:
-    """The images table's schema; ``cls_prob`` only when the detector's class distribution is available."""
+def image_features(with_class_distribution: bool, with_img_feature: bool = False) -> Features:
+    """The images table's schema; ``cls_prob`` only when the detector's class distribution is available,
+    ``img_feature`` (the [IMG] region's feature, float32) only when the source defines it otherwise than
+    as the mean of the stored regions (VCR)."""
     columns = {
         "image_id": Value("string"),
         "width": Value("int32"),
@@ -63,4 +65,6 @@ def image_features(with_class_distribution: bool) -> Features:
     }
     if with_class_distribution:
         columns["cls_prob"] = Array2D(shape=(None, NUM_DETECTOR_CLASSES), dtype="float16")
+    if with_img_feature:
+        columns["img_feature"] = List(Value("float32"), length=FEATURE_DIM)
     return Features(columns)

@@ -138,13 +138,16 @@ def _ragged_matrices(arrays: list[np.ndarray], width: int, dtype: str) -> pa.Ext
     return pa.ExtensionArray.from_storage(Array2DExtensionType(shape=(None, width), dtype=dtype), outer)
 
 
-def images_dataset(records: list[dict], with_class_distribution: bool) -> Dataset:
+def images_dataset(
+    records: list[dict], with_class_distribution: bool, with_img_feature: bool = False
+) -> Dataset:
     """Build an images-table ``Dataset`` from image records.
 
     Each record has ``image_id``, ``width``, ``height``, ``boxes`` (num_boxes, 4) pixel x1, y1, x2, y2,
-    ``features`` (num_boxes, 2048) and, when ``with_class_distribution``, ``cls_prob`` (num_boxes, 1601).
+    ``features`` (num_boxes, 2048), when ``with_class_distribution`` ``cls_prob`` (num_boxes, 1601), and
+    when ``with_img_feature`` ``img_feature`` (2048,), the [IMG] region's feature.
     """
-    features = image_features(with_class_distribution)
+    features = image_features(with_class_distribution, with_img_feature)
     if not records:
         return Dataset.from_dict({name: [] for name in features}, features=features)
     columns = {
@@ -159,6 +162,9 @@ def images_dataset(records: list[dict], with_class_distribution: bool) -> Datase
         columns["cls_prob"] = _ragged_matrices(
             [r["cls_prob"] for r in records], NUM_DETECTOR_CLASSES, "float16"
         )
+    if with_img_feature:
+        img = np.stack([np.asarray(r["img_feature"], dtype=np.float32) for r in records])  # (N, 2048)
+        columns["img_feature"] = pa.FixedSizeListArray.from_arrays(pa.array(img.reshape(-1)), FEATURE_DIM)
     return Dataset(InMemoryTable(pa.Table.from_pydict(columns, schema=features.arrow_schema)))
 
 

@@ -1,11 +1,15 @@
-"""The image inputs that the converted model embeds equal those the official VQA reader feeds the official
-graph: the [IMG] region (mean of the regions, location [0, 0, 1, 1, 1]) and the 5-d locations.
+"""The image inputs that the converted model embeds equal those the official VQA and VCR readers feed the
+official graph: the [IMG] region (VQA: mean of the regions; VCR: the weighted mean of the detected and
+ground-truth sets; location [0, 0, 1, 1, 1]) and the 5-d locations.
 
 The official path is ported from PaddlePaddle/ERNIE, branch ``repro``: ``ernie-vil/reader/vqa_finetuning.py``
 (``VQADataReader.process_vl``, its image part, with its inner ``decode_feature``) and
 ``ernie-vil/batching/finetune_batching.py`` (``pad_feature_data``). The project's path is its own: the
 record's image fields through ``decode_region_record`` (what ``prepare_data.py features`` stores), the
 collators' ``_pack_regions``, and ``ErnieVilModel``, whose image embedding's inputs are captured by a hook.
+For VCR, ``reader/_image_features_reader.py`` (``ImageFeaturesH5Reader.__getitem__``) and
+``reader/vcr_finetuning.py`` (``VCRDataReader.parse_line`` with ``use_gt_fea``) against the VCR import's
+``merge_regions`` and the fine-tuning collate's ``pad_images``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from ernievil_ds import ErnieVilConfig, ErnieVilModel
 from ernievil_ds.data.collator import _pack_regions
 from ernievil_ds.data.region_features import decode_region_record
 from ernievil_ds.data.transfer import batch_to_device
+from ernievil_ds.finetuning.data.collate import pad_images
+from ernievil_ds.finetuning.data.vcr import merge_regions
 
 FEATURE_SIZE = 2048
 #: (question_id, image width, height, number of boxes) of the two records of the batch.
@@ -88,7 +94,12 @@ def official_pad_feature_data(data, pad_value=0.0, dtype="float32", return_mask=
 
 def official_batch(lines: list[str]) -> dict[str, np.ndarray]:
     """``prepare_vqa_batch_data``'s image arrays: image_embedding (B, R, F), image_loc (B, R, 5), image_mask."""
-    locations, features = zip(*(official_process_vl_image(line) for line in lines))
+    return official_batch_of([official_process_vl_image(line)[::-1] for line in lines])
+
+
+def official_batch_of(images: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The official batching's padded image arrays from each image's (features (N, F), locations (N, 5))."""
+    features, locations = zip(*images)
     image_embedding, image_mask = official_pad_feature_data(list(features), return_mask=True)
     return {
         "features": image_embedding,
@@ -129,6 +140,7 @@ def embedded_image_inputs(model: ErnieVilModel, batch: dict[str, torch.Tensor]) 
                 region_mask=batch["region_mask"],
                 region_boxes=batch["region_boxes"],
                 image_sizes=batch["image_sizes"],
+                img_features=batch.get("img_features"),
             )
     finally:
         handle.remove()
@@ -193,3 +205,83 @@ def test_region_features_match_the_official_reader(lines):
     keep = real_positions(official)
     scale = np.abs(official["features"][keep]).max()
     np.testing.assert_allclose(ours["features"][keep], official["features"][keep], rtol=0, atol=1e-6 * scale)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# VCR: detected and ground-truth regions merged, the [IMG] feature of both sets
+# ------------------------------------------------------------------------------------------------------------
+
+#: (image width, height, detected boxes, ground-truth boxes) of the two VCR images; the reader keeps
+#: MAX_REGIONS rows counting [IMG], so the first image loses detected regions and its [IMG] still counts them.
+VCR_IMAGES = ((640, 480, 12, 5), (500, 375, 4, 3))
+MAX_REGIONS = 10
+
+
+def feature_row(width: int, height: int, num_boxes: int, rng: np.random.Generator) -> dict:
+    """A feature-LMDB row as ``_image_features_reader`` unpickles it: base64 float32 boxes and features."""
+    corner = rng.uniform(0, 0.7, (num_boxes, 2)) * (width, height)
+    extent = rng.uniform(0.05, 0.3, (num_boxes, 2)) * (width, height)
+    boxes = np.concatenate([corner, corner + extent], 1)
+    features = rng.gamma(0.5, 2.0, (num_boxes, FEATURE_SIZE))
+    return {"image_id": "1", "image_h": height, "image_w": width, "num_boxes": num_boxes,
+            "boxes": b64(boxes), "features": b64(features)}  # fmt: skip
+
+
+def official_features_reader(row: dict) -> dict:
+    """``ImageFeaturesH5Reader.__getitem__``: [IMG] (the mean of all regions) prepended, num_boxes + 1."""
+    num_boxes, width, height = int(row["num_boxes"]), float(row["image_w"]), float(row["image_h"])
+    features = np.frombuffer(base64.b64decode(row["features"]), dtype=np.float32).reshape(num_boxes, 2048)
+    boxes = np.frombuffer(base64.b64decode(row["boxes"]), dtype=np.float32).reshape(num_boxes, 4)
+    g_feat = np.sum(features, axis=0) / num_boxes
+    features = np.concatenate([np.expand_dims(g_feat, axis=0), features], axis=0)
+    location = np.zeros((boxes.shape[0], 5), dtype=np.float32)
+    location[:, :4] = boxes
+    location[:, 4] = (location[:, 3] - location[:, 1]) * (location[:, 2] - location[:, 0]) / (width * height)
+    location[:, [0, 2]] /= width
+    location[:, [1, 3]] /= height
+    location = np.concatenate([np.array([[0, 0, 1, 1, 1]]), location], axis=0)
+    return {"features": features, "num_boxes": num_boxes + 1, "image_location": location}
+
+
+def official_vcr_parse_line(detected: dict, ground_truth: dict, max_region_num: int) -> tuple:
+    """``VCRDataReader.parse_line`` with ``use_gt_fea``, its image part -> features (N, F), boxes (N, 5)."""
+    det, gt = official_features_reader(detected), official_features_reader(ground_truth)
+    features, num_boxes, boxes = det["features"].copy(), det["num_boxes"], det["image_location"]
+    gt_features, gt_num_boxes, gt_boxes = gt["features"], gt["num_boxes"], gt["image_location"]
+    features[0] = (features[0] * num_boxes + gt_features[0] * gt_num_boxes) / (num_boxes + gt_num_boxes)
+    gt_boxes, gt_features, gt_num_boxes = (
+        gt_boxes[1:gt_num_boxes],
+        gt_features[1:gt_num_boxes],
+        gt_num_boxes - 1,
+    )
+    gt_box_preserve = min(max_region_num - 1, gt_num_boxes)
+    gt_boxes, gt_features = gt_boxes[:gt_box_preserve], gt_features[:gt_box_preserve]
+    num_box_preserve = min(max_region_num - int(gt_box_preserve), int(num_boxes))
+    mix_boxes = np.concatenate((boxes[:num_box_preserve], gt_boxes), axis=0)
+    mix_features = np.concatenate((features[:num_box_preserve], gt_features), axis=0)
+    num_boxes = min(num_box_preserve + int(gt_box_preserve), max_region_num)
+    return mix_features[:num_boxes], mix_boxes[:num_boxes]
+
+
+def test_vcr_img_region_and_merged_regions_match_the_official_reader():
+    """The VCR import's merged regions and its [IMG] feature, through the collate and the model's
+    ``img_features``, equal the official reader's up to the float16 storage of the region features."""
+    rng = np.random.default_rng(1)
+    rows = [(feature_row(w, h, d, rng), feature_row(w, h, g, rng)) for w, h, d, g in VCR_IMAGES]
+    official = official_batch_of(
+        [official_vcr_parse_line(detected, gt, MAX_REGIONS) for detected, gt in rows]
+    )
+    images = [
+        merge_regions(decode_region_record(detected), decode_region_record(gt), MAX_REGIONS)
+        for detected, gt in rows
+    ]
+    ours = embedded_image_inputs(small_model(), pad_images(images))
+    keep = real_positions(official)
+    np.testing.assert_allclose(ours["locations"][keep], official["locations"][keep], rtol=0, atol=1e-6)
+    scale = np.abs(official["features"][keep]).max()
+    np.testing.assert_allclose(
+        ours["features"][keep], official["features"][keep], rtol=0, atol=2**-11 * scale
+    )
+    # The [IMG] feature counts the detected regions the merge dropped: it is not the mean of the kept ones.
+    kept_mean = official["features"][0, 1:][keep[0, 1:]].mean(0)
+    assert np.abs(official["features"][0, 0] - kept_mean).max() > 100 * 2**-11 * scale

@@ -40,7 +40,8 @@ def pad_tokens(
 def pad_images(images: list[dict]) -> dict[str, torch.Tensor]:
     """The encoder's image inputs from N images: ``region_features`` (N, R, 2048), ``region_boxes``
     (N, R, 4), ``region_mask`` (N, R) and ``image_sizes`` (N, 2) (width, height); R is the most regions of
-    any image, the rest padding. The model prepends [IMG] itself."""
+    any image, the rest padding. The model prepends [IMG] itself, from ``img_features`` (N, 2048) when the
+    images carry an ``img_feature``."""
     num_regions = max(len(image["boxes"]) for image in images)
     region_features = torch.zeros(len(images), num_regions, FEATURE_DIM)
     region_boxes = torch.zeros(len(images), num_regions, 4)
@@ -51,12 +52,16 @@ def pad_images(images: list[dict]) -> dict[str, torch.Tensor]:
         region_boxes[i, :regions] = torch.as_tensor(np.asarray(image["boxes"], dtype=np.float32))
         region_mask[i, :regions] = 1
     sizes = torch.tensor([[image["width"], image["height"]] for image in images], dtype=torch.float32)
-    return {
+    padded = {
         "region_features": region_features,
         "region_boxes": region_boxes,
         "region_mask": region_mask,
         "image_sizes": sizes,
     }
+    if "img_feature" in images[0]:
+        img = np.stack([np.asarray(image["img_feature"], dtype=np.float32) for image in images])
+        padded["img_features"] = torch.from_numpy(img)  # (N, 2048)
+    return padded
 
 
 def group(batch: dict[str, torch.Tensor], groups: int) -> dict[str, torch.Tensor]:

@@ -65,18 +65,22 @@ class FineTuningDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def image(self, image_id: str) -> dict:
-        """An image's ``features`` (N, 2048), ``boxes`` (N, 4), ``width`` and ``height``."""
+        """An image's ``features`` (N, 2048), ``boxes`` (N, 4), ``width`` and ``height``, and its
+        ``img_feature`` (2048,) where the import stored one (VCR)."""
         return self.image_at(self.image_rows[image_id])
 
     def image_at(self, row: int) -> dict:
         """The image in row ``row`` of the images table, as ``image``."""
         row = self.images[row]
-        return {
+        image = {
             "features": row["features"],
             "boxes": row["boxes"],
             "width": int(row["width"]),
             "height": int(row["height"]),
         }
+        if "img_feature" in row:
+            image["img_feature"] = row["img_feature"]
+        return image
 
 
 def load_examples(data_dir: str | Path, task: str) -> FineTuningDataset:

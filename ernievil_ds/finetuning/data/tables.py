@@ -111,9 +111,11 @@ def write_images(
     *,
     source: dict,
     shard_size: int,
+    with_img_feature: bool = False,
 ) -> ImportReport:
     """Write ``DIR/images`` from (record id, raw) items; ``decode`` gives an image record or raises
-    ValueError, ``image_id`` gives a raw record's image id without decoding it.
+    ValueError, ``image_id`` gives a raw record's image id without decoding it. With ``with_img_feature``
+    every record carries ``img_feature`` (2048,), its [IMG] region's feature.
 
     An image met again after it was decoded is neither decoded nor written again in the same run (the
     official VQA files repeat an image's regions for each of its questions); a resumed run, which does not
@@ -131,7 +133,7 @@ def write_images(
 
     def build(records: list[dict]) -> tuple[Dataset, dict]:
         unique = [record for record in records if "repeated" not in record]
-        return images_dataset(unique, with_class_distribution=False), {}
+        return images_dataset(unique, with_class_distribution=False, with_img_feature=with_img_feature), {}
 
     return write_table(
         items,

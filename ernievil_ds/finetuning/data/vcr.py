@@ -19,9 +19,10 @@ features`` (base64 float32 (num_boxes, 4) pixel x1, y1, x2, y2 and (num_boxes, 2
 regions are merged as ``VCRDataReader.parse_line`` merges them with ``use_gt_fea`` (``conf/vcr``): with
 ``max_regions`` M counting [IMG] (100 in the official reader with ground truth, 37 without), the first
 min(M - 1, G) ground-truth boxes are kept, the first min(M - 1 - kept, D) detected ones before them. The
-official [IMG] feature is the mean of both sets weighted by their sizes plus one, over all their regions;
-the model's [IMG] is the mean of the kept regions, the one difference from the official inputs. Only the
-images of the split's items are imported.
+[IMG] feature is the official one, stored per image (``img_feature``) and fed to the model as
+``img_features``: the mean of each set over all its regions (not only the kept ones), weighted by the
+set's size plus one (``_image_features_reader`` counts [IMG] in ``num_boxes``). Only the images of the
+split's items are imported.
 
 Examples table (``DIR/examples``), one row per item; one table serves both tasks:
 
@@ -231,11 +232,24 @@ class FeatureLmdbs:
         return rows
 
 
+def official_img_feature(detected: np.ndarray, ground_truth: np.ndarray | None) -> np.ndarray:
+    """The official VCR reader's [IMG] feature (2048,) from all D detected (D, 2048) and G ground-truth
+    (G, 2048) features: their means weighted by D + 1 and G + 1 (``parse_line`` with ``use_gt_fea``), or the
+    detected mean alone. A set with no region has a zero mean rather than the official division by zero."""
+    sets = [detected] if ground_truth is None else [detected, ground_truth]
+    means = [np.asarray(s, np.float32).sum(0) / max(len(s), 1) for s in sets]  # each (2048,)
+    weights = [len(s) + 1 for s in sets] if ground_truth is not None else [1]
+    return sum(w * m for w, m in zip(weights, means)) / sum(weights)
+
+
 def merge_regions(detected: dict, ground_truth: dict | None, max_regions: int) -> dict:
     """One image record from decoded detected and ground-truth records: the first min(M - 1 - G', D)
     detected regions then the first G' = min(M - 1, G) ground-truth ones, M = ``max_regions`` counting
-    [IMG] (``VCRDataReader.parse_line``)."""
+    [IMG] (``VCRDataReader.parse_line``), and the official ``img_feature`` of all of them."""
     record = {key: detected[key] for key in ("image_id", "width", "height")}
+    record["img_feature"] = official_img_feature(
+        detected["features"], None if ground_truth is None else ground_truth["features"]
+    )
     kept_gt = 0 if ground_truth is None else min(max_regions - 1, len(ground_truth["boxes"]))
     kept_detected = min(max_regions - 1 - kept_gt, len(detected["boxes"]))
     for key in ("boxes", "features"):
@@ -323,6 +337,7 @@ def import_vcr(
             output_dir,
             source=source,
             shard_size=shard_size,
+            with_img_feature=True,
         )
         decode = functools.partial(
             _item,

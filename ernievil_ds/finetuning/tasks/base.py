@@ -79,14 +79,14 @@ class DownstreamTask(ABC):
         """A batch: the model's keyword inputs (targets included), plus ``meta_*`` entries for the metric."""
 
     def model_inputs(self, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The model's keyword inputs of a batch: the ``meta_*`` entries dropped, region features in the
-        model's dtype (a DeepSpeed fp16 or bf16 engine holds half-precision weights and casts no inputs),
-        and zeroed for the question-only baseline."""
+        """The model's keyword inputs of a batch: the ``meta_*`` entries dropped, region (and [IMG])
+        features in the model's dtype (a DeepSpeed fp16 or bf16 engine holds half-precision weights and
+        casts no inputs), and zeroed for the question-only baseline."""
         inputs = {name: value for name, value in batch.items() if not name.startswith(METADATA_PREFIX)}
-        features = inputs["region_features"].to(dtype)
-        inputs["region_features"] = (
-            torch.zeros_like(features) if self.settings.zero_image_features else features
-        )
+        for name in ("region_features", "img_features"):
+            if name in inputs:
+                features = inputs[name].to(dtype)
+                inputs[name] = torch.zeros_like(features) if self.settings.zero_image_features else features
         return inputs
 
     def training_loss(self, model, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
