@@ -36,6 +36,9 @@ class FinetuneSettings:
     decay_steps: tuple[int, ...] = ()
     decay_ratio: float = 0.1
     layer_decay: float | None = None
+    layer_decay_table: tuple[int, int] | None = (
+        None  # the official (text_init_layers, n_layers); None: the model's
+    )
     weight_decay: float = 0.01
     head_lr_scale: float = 1.0
     max_grad_norm: float = 1.0
@@ -99,6 +102,19 @@ def decay_steps_argument(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated step numbers, got {text!r}") from error
 
 
+def layer_decay_table_argument(text: str) -> tuple[int, int]:
+    """``--layer-decay-table``: the official script's ``text_init_layers,n_layers`` (e.g. 18,30)."""
+    try:
+        text_init_layers, n_layers = (int(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected TEXT_INIT_LAYERS,N_LAYERS such as 18,30, got {text!r}"
+        ) from error
+    if not 0 <= text_init_layers < n_layers:
+        raise argparse.ArgumentTypeError(f"expected 0 <= TEXT_INIT_LAYERS < N_LAYERS, got {text!r}")
+    return text_init_layers, n_layers
+
+
 def _add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--model", type=Path, help="saved model directory (e.g. a run's hf_model/)")
@@ -131,6 +147,14 @@ def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decay-steps", type=decay_steps_argument, help="e.g. 15100,22590")
     parser.add_argument("--decay-ratio", type=float)
     parser.add_argument("--layer-decay", type=float, help="layer-wise lr decay, e.g. 0.9")
+    parser.add_argument(
+        "--layer-decay-table",
+        type=layer_decay_table_argument,
+        metavar="TEXT_INIT_LAYERS,N_LAYERS",
+        help="depths as the official script numbers them from these two arguments (its defaults 18,30, "
+        "which the RefCOCO+ conf leaves in place, are large's table); default: the model's own depths "
+        "(6,18 for base)",
+    )
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--head-lr-scale", type=float, help="the head's lr multiple (VQA: 2.5)")
     parser.add_argument("--max-grad-norm", type=float)

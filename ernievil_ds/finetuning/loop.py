@@ -138,6 +138,7 @@ class FinetuningRun:
             settings.learning_rate,
             weight_decay=settings.weight_decay,
             layer_decay=settings.layer_decay,
+            layer_decay_table=settings.layer_decay_table,
             head_lr_scale=settings.head_lr_scale,
         )
         scheduler = manual_warmup_decay(

@@ -14,6 +14,10 @@ depth before the first block that reads it: text embeddings -1, image embeddings
 parameter at depth d gets the learning rate times ``decay ** (num_depths - d)``; the poolers and the
 task head sit above the encoder and get it times 1 (times ``head_lr_scale``: the official VQA conf
 gives its classifier 2.5).
+
+The official script numbers depths by its two arguments rather than by the model, and defaults them to
+the large model's table (18, 30). A conf that sets a layer decay without them (RefCOCO+) trained base
+with that table: ``official_table_depths`` reproduces it (``--layer-decay-table 18,30``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,25 @@ def encoder_depths(config: ErnieVilConfig) -> EncoderDepths:
     )
 
 
+def official_table_depths(config: ErnieVilConfig, text_init_layers: int, n_layers: int) -> EncoderDepths:
+    """The depths the official ``layer_decay`` gives ``config``'s blocks with its ``text_init_layers`` and
+    ``n_layers`` arguments: text layer l at l below ``text_init_layers`` and ``text_init_layers + 2 (l -
+    text_init_layers) + 1`` from it on, image layer l at ``text_init_layers + 2 l + 1``, co-layer l at
+    ``text_init_layers + 2 l``, the text embeddings at -1 and the image embeddings at ``text_init_layers
+    - 1``. With (6, 18) on base, and (18, 30) on large, these are ``encoder_depths(config)``."""
+    t = text_init_layers
+    return EncoderDepths(
+        text_embeddings=-1,
+        image_embeddings=t - 1,
+        text_layers=tuple(
+            layer if layer < t else t + 2 * (layer - t) + 1 for layer in range(config.num_hidden_layers)
+        ),
+        image_layers=tuple(t + 2 * layer + 1 for layer in range(config.v_num_hidden_layers)),
+        co_layers=tuple(t + 2 * layer for layer in range(config.num_co_layers)),
+        num_depths=n_layers,
+    )
+
+
 def parameter_depth(name: str, depths: EncoderDepths, prefix: str = "ernievil.") -> int:
     """The depth of a parameter named as in the fine-tuning model (``ernievil.text_layers.3.…``);
     ``depths.num_depths`` for the poolers, the heads and anything else outside the encoder's blocks."""
@@ -96,12 +119,15 @@ def finetuning_parameter_groups(
     *,
     weight_decay: float = WEIGHT_DECAY,
     layer_decay: float | None = None,
+    layer_decay_table: tuple[int, int] | None = None,
     head_lr_scale: float = 1.0,
 ) -> list[dict]:
     """AdamW parameter groups of the official policy, one per (learning-rate scale, decayed or not).
 
     A group's ``lr`` is ``learning_rate`` times its scale: the layer decay of its depth (1 without
-    ``layer_decay``) and ``head_lr_scale`` outside the encoder (``ernievil.``). The official code scales
+    ``layer_decay``) and ``head_lr_scale`` outside the encoder (``ernievil.``). The depths are the
+    model's own (``encoder_depths``), or those of the official script's ``(text_init_layers, n_layers)``
+    when ``layer_decay_table`` gives them (``official_table_depths``). The official code scales
     each parameter's Adam step by its layer factor but not its weight decay (``param -= wd * lr * param``
     with the scheduled lr, times the head's own scale), so a layer-decayed group's ``weight_decay`` is
     divided by its layer factor: AdamW multiplies the two back to ``wd * lr``. Biases and LayerNorm
@@ -113,7 +139,10 @@ def finetuning_parameter_groups(
     if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer decay must lie in (0, 1], got {layer_decay}")
     config = model.config
-    depths = encoder_depths(config)
+    if layer_decay_table is None:
+        depths = encoder_depths(config)
+    else:
+        depths = official_table_depths(config, *layer_decay_table)
     groups: dict[tuple[float, float], dict] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
@@ -170,11 +199,17 @@ def build_optimizer(
     *,
     weight_decay: float = WEIGHT_DECAY,
     layer_decay: float | None = None,
+    layer_decay_table: tuple[int, int] | None = None,
     head_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW over ``finetuning_parameter_groups`` with the official betas and epsilon."""
     groups = finetuning_parameter_groups(
-        model, learning_rate, weight_decay=weight_decay, layer_decay=layer_decay, head_lr_scale=head_lr_scale
+        model,
+        learning_rate,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+        layer_decay_table=layer_decay_table,
+        head_lr_scale=head_lr_scale,
     )
     return torch.optim.AdamW(groups, lr=learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS)
 
@@ -186,5 +221,6 @@ __all__ = [
     "finetuning_parameter_groups",
     "manual_warmup_decay",
     "manual_warmup_decay_factor",
+    "official_table_depths",
     "parameter_depth",
 ]

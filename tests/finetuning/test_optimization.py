@@ -7,11 +7,13 @@ import torch
 
 from ernievil_ds import ErnieVilConfig
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
+from ernievil_ds.finetuning.arguments import parse_finetune_arguments
 from ernievil_ds.finetuning.optimization import (
     build_optimizer,
     encoder_depths,
     manual_warmup_decay,
     manual_warmup_decay_factor,
+    official_table_depths,
 )
 
 
@@ -36,6 +38,38 @@ def test_encoder_depths_are_the_official_table(preset, text_init_layers, n_layer
     expected = official_depths(text_init_layers, config.num_hidden_layers, config.v_num_hidden_layers, 6)
     assert {name: getattr(depths, name) for name in expected} == expected
     assert depths.num_depths == n_layers
+
+
+@pytest.mark.parametrize(("preset", "text_init_layers", "n_layers"), [("base", 6, 18), ("base", 18, 30)])
+def test_the_official_scripts_table_on_any_model(preset, text_init_layers, n_layers):
+    """Base with the script's own defaults (18, 30), as the RefCOCO+ conf trained it, and with (6, 18),
+    which is base's own table."""
+    config = ErnieVilConfig.from_preset(preset)
+    depths = official_table_depths(config, text_init_layers, n_layers)
+    expected = official_depths(text_init_layers, config.num_hidden_layers, config.v_num_hidden_layers, 6)
+    assert {name: getattr(depths, name) for name in expected} == expected
+    assert depths.num_depths == n_layers
+    if (text_init_layers, n_layers) == (6, 18):
+        assert depths == encoder_depths(config)
+
+
+def test_a_layer_decay_table_sets_the_groups_learning_rates(tiny_config):
+    """tiny (3 text, 2 image, 2 co-layers) under the table (1, 6): T2 at depth 1 + 2 + 1 = 4, C0 at 1,
+    V1 at 4, the image embeddings at 0; decay ** (6 - depth)."""
+    model = ErnieVilForVisualQuestionAnswering(tiny_config)
+    optimizer = build_optimizer(model, 1.0, layer_decay=0.5, layer_decay_table=(1, 6))
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    encoder = model.ernievil
+    expected = {
+        encoder.text_layers[2].output.dense.weight: 0.5**2,
+        encoder.co_layers[0].text_attention.self.query.weight: 0.5**5,
+        encoder.image_layers[1].output.dense.weight: 0.5**2,
+        encoder.image_embeddings.feature_projection.weight: 0.5**6,
+        encoder.text_embeddings.word_embeddings.weight: 0.5**7,
+        model.classifier[0].weight: 1.0,
+    }
+    for parameter, lr in expected.items():
+        assert lr_of[id(parameter)] == pytest.approx(lr)
 
 
 def test_parameter_groups_scale_the_learning_rate_by_depth(tiny_config):
@@ -97,3 +131,12 @@ def test_manual_warmup_decay_drives_every_group(tiny_config):
         assert seen[step] == pytest.approx([expected] * len(peaks))
     with pytest.raises(ValueError, match="must increase"):
         manual_warmup_decay(optimizer, 1, (5, 5))
+
+
+def test_the_layer_decay_table_flag(tmp_path):
+    base = ["--task", "refcoco", "--output-dir", str(tmp_path)]
+    assert parse_finetune_arguments(base).layer_decay_table is None
+    assert parse_finetune_arguments([*base, "--layer-decay-table", "18,30"]).layer_decay_table == (18, 30)
+    for bad in ("18", "30,18", "a,b"):
+        with pytest.raises(SystemExit):
+            parse_finetune_arguments([*base, "--layer-decay-table", bad])
