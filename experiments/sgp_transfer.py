@@ -352,7 +352,7 @@ def plot_runs(rows: Sequence[dict], output: Path) -> Path:
     for axis, column in zip(axes, COLUMNS):
         for i, arm in enumerate(arms):
             values = arm_values(rows, arm, column)
-            spread = [i + 0.3 * (k / max(len(values) - 1, 1) - 0.5) for k in range(len(values))]
+            spread = [i + 0.3 * ((k + 0.5) / len(values) - 0.5) for k in range(len(values))]  # centred
             axis.scatter(spread, values, s=14, color=f"C{i}", alpha=0.7)
             axis.hlines(statistics.fmean(values), i - 0.3, i + 0.3, color=f"C{i}")
         if column in TARGETS:

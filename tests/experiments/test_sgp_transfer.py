@@ -189,3 +189,43 @@ def test_the_plan_has_k_by_m_runs_per_pretrained_arm_and_m_per_baseline(sgp_tran
     assert counts == {"sgp": 6, "no_sgp": 6, "minilm_only": 3, "question_only": 3}
     assert {job.model for job in jobs if job.arm == "question_only"} == {tmp_path / "sgp4"}
     assert len({job.name for job in jobs}) == len(jobs)
+
+
+@pytest.mark.slow
+def test_the_command_runs_every_stage_then_reuses_everything(sgp_transfer, tmp_path, capsys):
+    """``main`` with the child process and the loop stood in for (the MiniLM-only model is built for real):
+    pretraining leaves a small preset's config, each fine-tune a finished folder with accuracies by arm."""
+    from ernievil_ds import ErnieVilConfig
+
+    def pretrain(command, log):
+        run_dir = Path(command[command.index("--output-dir") + 1])
+        finish(run_dir)
+        ErnieVilConfig.from_preset("small").save_pretrained(run_dir / "hf_model")
+
+    relation = {"sgp": 0.9, "no_sgp": 0.6, "minilm_only": 0.1, "question_only": 0.1}
+
+    def train(settings):
+        arm = settings.output_dir.name.split("-")[0]
+        result = {"eval_accuracy": 0.5, "eval_accuracy_relation": relation[arm] + 0.01 * settings.seed}
+        result |= {f"eval_accuracy_{kind}": 0.96 for kind in ("colour", "yes_no", "count")}
+        (settings.output_dir / "eval.jsonl").parent.mkdir(parents=True)
+        (settings.output_dir / "eval.jsonl").write_text(json.dumps({"step": settings.steps, **result}) + "\n")
+        finish(settings.output_dir)
+        return result
+
+    argv = ["--pretrain-seeds", "3", "4", "--finetune-seeds", "0", "1", "--output-dir", str(tmp_path)]
+    text = sgp_transfer.main(argv, run=pretrain, train=train)
+    assert text.count("- PASS: ") == 4
+    assert "| sgp | relation | 0.905 | 0.006 | 0.900 | 0.910 | 4 |" in text  # 0.90, 0.91 for each model
+    rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 * 2 + 2 + 2
+    printed = capsys.readouterr().out
+    assert (
+        "[pretrain 4/4] no_sgp seed 4: start" in printed and "[finetune 12/12] question_only-p3-f1" in printed
+    )
+    assert re.search(r"Wall time: pretraining \d+ s, MiniLM-only model \d+ s, fine-tuning \d+ s", printed)
+
+    def refuse(*args):
+        raise AssertionError("a finished run was run again")
+
+    assert sgp_transfer.main(argv, run=refuse, train=refuse) == text
