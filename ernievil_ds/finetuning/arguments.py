@@ -1,8 +1,10 @@
-"""The fine-tuning command line: ``FinetuneSettings`` (every default, declared once) and its parser.
+"""The fine-tuning command line: ``FinetuneSettings`` (every default, declared once), the recipes (named
+sets of settings) and the parser.
 
 ``launchers/finetune.py`` (run by ``accelerate launch``) parses with ``parse_finetune_arguments``; the
 parser takes its defaults from the dataclass, so that a flag left out and a ``FinetuneSettings`` built
-in code train the same run.
+in code train the same run. ``--recipe NAME`` replaces those defaults with ``FINETUNE_RECIPES[NAME]``
+(flags given still win), as ``FinetuneSettings(**FINETUNE_RECIPES[NAME], ...)`` does in code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from ernievil_ds.errors import UserError, require_output_dir
 from ernievil_ds.finetuning.tasks import TASKS
 
 DEFAULT_BATCH_SIZE = 32  # the micro-batch per process without --batch-size or --global-batch-size
+
+#: The synth_qa demo fine-tune, as ``FinetuneSettings`` fields: ``--recipe synth_qa`` on the command line
+#: (docs/finetuning.md) and every arm of ``experiments/sgp_transfer.py`` read it from here.
+SYNTH_QA_RECIPE: dict[str, object] = {
+    "steps": 600,
+    "batch_size": 32,
+    "learning_rate": 1e-4,
+    "warmup_steps": 20,
+    "head_lr_scale": 30.0,
+}
+#: ``--recipe NAME`` -> the settings it stands for.
+FINETUNE_RECIPES: dict[str, dict[str, object]] = {"synth_qa": SYNTH_QA_RECIPE}
 
 
 @dataclass
@@ -163,6 +177,12 @@ def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(FINETUNE_RECIPES),
+        help="a named set of settings (ernievil_ds.finetuning.arguments.FINETUNE_RECIPES); flags given on "
+        "the command line override its values",
+    )
     parser.add_argument("--log-every", type=int)
     parser.add_argument("--eval-every", type=int, help="0: only at the end")
     parser.add_argument("--save-every", type=int, help="0: only at the end")
@@ -176,7 +196,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_finetune_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """The fine-tuning flags, one per ``FinetuneSettings`` field, with the dataclass's defaults."""
+    """The fine-tuning flags, one per ``FinetuneSettings`` field with the dataclass's defaults, and ``--recipe``."""
     parser = argparse.ArgumentParser(description=description)
     _add_model_and_data_arguments(parser)
     _add_optimisation_arguments(parser)
@@ -192,10 +212,18 @@ def build_finetune_parser(description: str | None = None) -> argparse.ArgumentPa
 
 
 def parse_finetune_arguments(argv: list[str] | None, description: str | None = None) -> FinetuneSettings:
-    """The settings of a command line (``sys.argv[1:]`` when ``argv`` is None).
+    """The settings of a command line (``sys.argv[1:]`` when ``argv`` is None): ``--recipe``'s values
+    in place of the dataclass defaults, the flags given over both.
 
     Raises:
         UserError: ``--output-dir`` names a file, or a folder that cannot be created.
     """
-    args = build_finetune_parser(description).parse_args(argv)
-    return FinetuneSettings(**{**vars(args), "output_dir": require_output_dir(args.output_dir)})
+    parser = build_finetune_parser(description)
+    recipe_only = argparse.ArgumentParser(add_help=False)
+    recipe_only.add_argument("--recipe")
+    recipe = recipe_only.parse_known_args(argv)[0].recipe
+    if recipe in FINETUNE_RECIPES:  # another name is refused by the full parser's choices
+        parser.set_defaults(**FINETUNE_RECIPES[recipe])
+    args = vars(parser.parse_args(argv))
+    del args["recipe"]  # its values are in the settings; run.json's command keeps the name
+    return FinetuneSettings(**{**args, "output_dir": require_output_dir(args["output_dir"])})
