@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from ernievil_ds.finetuning.modeling import (
     ErnieVilForReferringExpressions,
     ErnieVilForVisualQuestionAnswering,
 )
+from ernievil_ds.hub.card import build_model_card
+from ernievil_ds.hub.files import collect_model_files
 from ernievil_ds.hub.model_code import package_imports, write_model_code
 from tests.conftest import ENCODER_KEYS, make_batch, preset_config
 from tests.test_packaging import run
@@ -145,17 +148,12 @@ except ModuleNotFoundError:
 else:
     raise SystemExit(f"ernievil_ds is importable, from {ernievil_ds.__file__}")
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
-from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 for case in json.loads(sys.argv[2]):
-    folder, loader = case["folder"], case["loader"]
-    if "." in loader:  # a head with no Auto class: its class by name, with the config AutoConfig reads
-        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True)
-        model = get_class_from_dynamic_module(loader, folder).from_pretrained(folder, config=config)
-    else:
-        model = getattr(transformers, loader).from_pretrained(folder, trust_remote_code=True)
+    names = {}
+    exec(case["snippet"], names)  # the model card's usage code
+    model = names[case["variable"]]
     assert type(model).__module__.startswith("transformers_modules."), type(model)
     with torch.no_grad():
         outputs = model.eval()(**load_file(case["inputs"]))
@@ -185,8 +183,8 @@ def choice_inputs(batch: dict) -> dict:
 @pytest.mark.slow
 def test_transformers_alone_loads_the_saved_models_and_matches_the_package(tmp_path, monkeypatch):
     """Pretraining models (both variants, and the encoder), a VQA and a VCR model, and a grounded VQA model
-    by its class name, each loaded in a Python without ernievil_ds, give the outputs of the package's own
-    load on the same inputs."""
+    by its class name, each loaded by its model card's usage code in a Python without ernievil_ds, give
+    the outputs of the package's own load on the same inputs."""
     vqa, grounded_vqa = vqa_model("tiny"), vqa_model("tiny-grounded")
     torch.manual_seed(2)
     vcr = ErnieVilForMultipleChoice(preset_config("tiny"))
@@ -216,10 +214,16 @@ def test_transformers_alone_loads_the_saved_models_and_matches_the_package(tmp_p
         with torch.no_grad():
             expected[name] = {k: v for k, v in own(**inputs).items() if isinstance(v, torch.Tensor)}
         save_file({k: v.contiguous() for k, v in inputs.items()}, tmp_path / f"{name}-inputs.safetensors")
+        card = str(build_model_card(str(folder), collect_model_files(folder), None))
+        snippet = re.search(r"```python\n(.*?)\n```", card, flags=re.DOTALL).group(1)
+        variable = "encoder" if loader == "AutoModel" else "model"
+        assert f'{variable} = {loader}.from_pretrained("{folder}", trust_remote_code=True)' in snippet or (
+            f'get_class_from_dynamic_module("{loader}", "{folder}")' in snippet
+        ), snippet
         requests.append(
             {
-                "folder": str(folder),
-                "loader": loader,
+                "snippet": snippet,
+                "variable": variable,
                 "inputs": str(tmp_path / f"{name}-inputs.safetensors"),
                 "outputs": str(tmp_path / f"{name}-outputs.safetensors"),
             }
