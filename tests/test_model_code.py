@@ -180,6 +180,31 @@ def choice_inputs(batch: dict) -> dict:
     return {k: batch[k].unflatten(0, (2, 3)) for k in keys} | {"labels": torch.tensor([2, 0])}
 
 
+def prepare_case(tmp_path: Path, name: str, model, loader: str, inputs: dict) -> tuple[dict, dict]:
+    """Save ``model`` with its code; its outputs on ``inputs`` by the package's own load (its registered
+    Auto class ``loader``, or for ``file.Class`` the head's class); and the child's request: the model
+    card's usage code, which must load it with ``loader``, and the inputs, saved with safetensors."""
+    folder = save(model, tmp_path / name)
+    own = (type(model) if "." in loader else getattr(transformers, loader)).from_pretrained(folder)
+    assert type(own).__module__.startswith("ernievil_ds."), type(own)
+    with torch.no_grad():
+        expected = {k: v for k, v in own.eval()(**inputs).items() if isinstance(v, torch.Tensor)}
+    save_file({k: v.contiguous() for k, v in inputs.items()}, tmp_path / f"{name}-inputs.safetensors")
+    card = str(build_model_card(str(folder), collect_model_files(folder), None))
+    snippet = re.search(r"```python\n(.*?)\n```", card, flags=re.DOTALL).group(1)
+    variable = "encoder" if loader == "AutoModel" else "model"
+    assert f'{variable} = {loader}.from_pretrained("{folder}", trust_remote_code=True)' in snippet or (
+        f'get_class_from_dynamic_module("{loader}", "{folder}")' in snippet
+    ), snippet
+    request = {
+        "snippet": snippet,
+        "variable": variable,
+        "inputs": str(tmp_path / f"{name}-inputs.safetensors"),
+        "outputs": str(tmp_path / f"{name}-outputs.safetensors"),
+    }
+    return expected, request
+
+
 @pytest.mark.slow
 def test_transformers_alone_loads_the_saved_models_and_matches_the_package(tmp_path, monkeypatch):
     """Pretraining models (both variants, and the encoder), a VQA and a VCR model, and a grounded VQA model
@@ -188,53 +213,29 @@ def test_transformers_alone_loads_the_saved_models_and_matches_the_package(tmp_p
     vqa, grounded_vqa = vqa_model("tiny"), vqa_model("tiny-grounded")
     torch.manual_seed(2)
     vcr = ErnieVilForMultipleChoice(preset_config("tiny"))
-    cases = [  # (name, model, loader in the child, inputs)
-        (
-            "pretraining",
-            pretraining_model("tiny"),
-            "AutoModelForPreTraining",
-            make_batch(preset_config("tiny")),
+    batch, grounded_batch = make_batch(preset_config("tiny")), make_batch(preset_config("tiny-grounded"))
+    cases = {  # name: (model, how the card loads it, inputs)
+        "pretraining": (pretraining_model("tiny"), "AutoModelForPreTraining", batch),
+        "encoder": (pretraining_model("tiny"), "AutoModel", {k: batch[k] for k in ENCODER_KEYS}),
+        "grounded": (pretraining_model("tiny-grounded"), "AutoModelForPreTraining", grounded_batch),
+        "vqa": (vqa, VQA_ENTRY, vqa_inputs(vqa.config, make_batch(vqa.config))),
+        "vcr": (vcr, VCR_ENTRY, choice_inputs(make_batch(vcr.config, batch=6))),
+        "grounded-vqa": (
+            grounded_vqa,
+            "finetuning_modeling.ErnieVilForVisualQuestionAnswering",
+            vqa_inputs(grounded_vqa.config, grounded_batch),
         ),
-        ("encoder", pretraining_model("tiny"), "AutoModel", None),
-        ("grounded", pretraining_model("tiny-grounded"), "AutoModelForPreTraining", None),
-        ("vqa", vqa, "AutoModelForVisualQuestionAnswering", vqa_inputs(vqa.config, make_batch(vqa.config))),
-        ("vcr", vcr, "AutoModelForMultipleChoice", choice_inputs(make_batch(vcr.config, batch=6))),
-        ("grounded-vqa", grounded_vqa, "finetuning_modeling.ErnieVilForVisualQuestionAnswering", None),
-    ]
-    cases[1] = (*cases[1][:3], {k: cases[0][3][k] for k in ENCODER_KEYS})
-    cases[2] = (*cases[2][:3], make_batch(preset_config("tiny-grounded")))
-    cases[5] = (*cases[5][:3], vqa_inputs(grounded_vqa.config, make_batch(grounded_vqa.config)))
-    expected, requests = {}, []
-    for name, model, loader, inputs in cases:
-        folder = save(model, tmp_path / name)
-        # The package's own load: its registered Auto classes, or the head's class.
-        own = (type(model) if "." in loader else getattr(transformers, loader)).from_pretrained(folder)
-        assert type(own).__module__.startswith("ernievil_ds."), type(own)
-        own.eval()
-        with torch.no_grad():
-            expected[name] = {k: v for k, v in own(**inputs).items() if isinstance(v, torch.Tensor)}
-        save_file({k: v.contiguous() for k, v in inputs.items()}, tmp_path / f"{name}-inputs.safetensors")
-        card = str(build_model_card(str(folder), collect_model_files(folder), None))
-        snippet = re.search(r"```python\n(.*?)\n```", card, flags=re.DOTALL).group(1)
-        variable = "encoder" if loader == "AutoModel" else "model"
-        assert f'{variable} = {loader}.from_pretrained("{folder}", trust_remote_code=True)' in snippet or (
-            f'get_class_from_dynamic_module("{loader}", "{folder}")' in snippet
-        ), snippet
-        requests.append(
-            {
-                "snippet": snippet,
-                "variable": variable,
-                "inputs": str(tmp_path / f"{name}-inputs.safetensors"),
-                "outputs": str(tmp_path / f"{name}-outputs.safetensors"),
-            }
-        )
+    }
+    prepared = {name: prepare_case(tmp_path, name, *case) for name, case in cases.items()}
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))  # where transformers copies the code
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    command = [sys.executable, "-I", "-S", "-c", CHILD, json.dumps(user_site_dirs()), json.dumps(requests)]
-    result = run(command, cwd=tmp_path)
+    requests = json.dumps([request for _, request in prepared.values()])
+    result = run(
+        [sys.executable, "-I", "-S", "-c", CHILD, json.dumps(user_site_dirs()), requests], cwd=tmp_path
+    )
     assert json.loads(result.stdout.splitlines()[-1]) == []  # neither ernievil_ds nor spaCy nor DeepSpeed
-    for name, *_ in cases:
+    for name, (expected, _) in prepared.items():
         got = load_file(tmp_path / f"{name}-outputs.safetensors")
-        assert got.keys() == expected[name].keys(), name
-        for key, value in expected[name].items():
+        assert got.keys() == expected.keys(), name
+        for key, value in expected.items():
             assert torch.allclose(got[key], value, rtol=1e-5, atol=1e-6), (name, key)

@@ -212,8 +212,8 @@ def limitations_section(run: RunRecord | None, config: dict) -> str:
         )
     if config.get("model_type") == "ernievil_grounded":
         lines.append(
-            "- The grounded variant departs from the paper's architecture (its code: `grounding.py`); "
-            "checkpoints of the paper's ERNIE-ViL do not load into it."
+            "- The grounded variant departs from the paper's architecture (its additions are in "
+            "`grounding.py`)."
         )
     return "\n".join(lines)
 

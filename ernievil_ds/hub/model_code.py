@@ -137,10 +137,9 @@ def saved_architecture(config: dict) -> type:
         ValueError: the architecture is not one of ernievil-ds's.
     """
     grounded = config.get("model_type") == ErnieVilGroundedConfig.model_type
+    encoder = ErnieVilGroundedModel if grounded else ErnieVilModel
     by_name = {cls.__name__: cls for cls in MODEL_CLASSES}
-    name = (config.get("architectures") or [(ErnieVilGroundedModel if grounded else ErnieVilModel).__name__])[
-        0
-    ]
+    name = (config.get("architectures") or [encoder.__name__])[0]
     if name not in by_name:
         raise ValueError(f"architecture {name!r} is not one of {sorted(by_name)}")
     return by_name[name]
@@ -195,12 +194,14 @@ def write_model_code(model_dir: str | Path) -> list[str]:
     ``auto_map`` into ``config.json``; the names of the files written, ``config.json`` last.
 
     Raises:
+        ValueError: the config is not one of an ernievil-ds model (``auto_map``); nothing is written.
         RuntimeError: the code would import a library that is not in ``ALLOWED_LIBRARIES`` (a change to
             the model's modules that a published model cannot follow).
     """
     model_dir = Path(model_dir)
     config_path = model_dir / CONFIG_FILE
     config = json.loads(config_path.read_text())
+    config["auto_map"] = auto_map(config)
     written = []
     for module in code_modules():
         source = relative_source(module)
@@ -209,6 +210,5 @@ def write_model_code(model_dir: str | Path) -> list[str]:
         name = f"{flat_name(module)}.py"
         (model_dir / name).write_text(source)
         written.append(name)
-    config["auto_map"] = auto_map(config)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return [*written, CONFIG_FILE]
