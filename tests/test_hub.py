@@ -26,8 +26,11 @@ from ernievil_ds.data import load_tokenizer
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.arguments import FinetuneSettings
 from ernievil_ds.finetuning.loop import main as finetune_main
+from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.hub.files import collect_model_files
+from ernievil_ds.hub.model_code import model_code_files, write_model_code
 from ernievil_ds.hub.push import prepare_upload
+from ernievil_ds.hub.runs import base_model
 from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
 from ernievil_ds.pretraining.pretrain import PretrainingRun
 from ernievil_ds.runs import FINETUNING, PRETRAINING, RunFolder, write_settings
@@ -57,10 +60,15 @@ class FakeHub:
     process. As on the Hub, safetensors files are declared LFS uploads: they come through the LFS batch
     endpoint and a PUT (basic transfer; Xet storage is switched off), and the fake checks their sha256;
     the others come inline in the commit. Committed files land in ``root/<repo id>/<revision>/``.
-    ``status`` makes every request fail with that status and ``body``."""
+    ``existing`` holds the repositories there before, repo id -> private; as on the Hub, creating one of
+    them again answers 409 and leaves its visibility. ``status`` makes every request fail with that
+    status and ``body``."""
 
-    def __init__(self, root: Path, status: int | None = None, body: str = "") -> None:
+    def __init__(
+        self, root: Path, status: int | None = None, body: str = "", existing: dict[str, bool] | None = None
+    ) -> None:
         self.root, self.status, self.body = root, status, body
+        self.repos = dict(existing or {})  # repo id -> private
         self.requests: list[httpx2.Request] = []
         self.created: list[dict] = []
         self.commits: list[dict] = []
@@ -75,8 +83,16 @@ class FakeHub:
         if path == "/api/repos/create":
             created = json.loads(request.content)
             self.created.append(created)
-            url = f"https://huggingface.co/{created['organization']}/{created['name']}"
+            repo_id = f"{created['organization']}/{created['name']}"
+            url = f"https://huggingface.co/{repo_id}"
+            if repo_id in self.repos:
+                return httpx2.Response(409, json={"error": "You already created this model repo", "url": url})
+            self.repos[repo_id] = created.get("visibility") == "private"
             return httpx2.Response(200, json={"url": url})
+        if request.method == "GET" and (match := re.fullmatch(r"/api/models/([^/]+/[^/]+)", path)):
+            if match.group(1) not in self.repos:
+                return httpx2.Response(404, json={"error": "Repository not found"})
+            return httpx2.Response(200, json={"id": match.group(1), "private": self.repos[match.group(1)]})
         if re.fullmatch(r"/api/models/(.+)/preupload/(.+)", path):
             return self.preupload(json.loads(request.content)["files"])
         if path == "/api/validate-yaml":  # create_commit checks a README's metadata first
@@ -169,7 +185,7 @@ def install_hub(tmp_path, monkeypatch):
 @pytest.fixture
 def saved_run(tmp_path, tiny_config, pretraining_model):
     """A pretraining run folder: run.json from the real argument parser, a hand-written cloze.json, and
-    hf_model/ with a tiny model, the tokenizer and files that must not be published."""
+    hf_model/ with a tiny model, its code, the tokenizer and files that must not be published."""
     run_dir = tmp_path / "run"
     args = parse_pretrain_arguments(
         [
@@ -188,6 +204,7 @@ def saved_run(tmp_path, tiny_config, pretraining_model):
     model = pretraining_model(tiny_config)
     model_dir = run_dir / "hf_model"
     model.save_pretrained(model_dir)
+    write_model_code(model_dir)
     load_tokenizer().save_pretrained(model_dir)
     write_settings(RunFolder(run_dir), PRETRAINING, vars(args), model.config.to_dict())
     (run_dir / "cloze.json").write_text(json.dumps(CLOZE))
@@ -200,7 +217,8 @@ def saved_run(tmp_path, tiny_config, pretraining_model):
     return run_dir, model, args
 
 
-PUBLISHED = ("config.json", "model.safetensors", *TOKENIZER_FILES)
+CODE_FILES = tuple(model_code_files())
+PUBLISHED = ("config.json", "model.safetensors", *CODE_FILES, *TOKENIZER_FILES)
 LEFT_OUT = ("README.md", "checkpoint-10", "optimizer.pt", "pytorch_model.bin", "training_notes.txt")
 
 
@@ -215,7 +233,7 @@ def model_index_metrics(metadata: dict) -> dict[str, float]:
     return {metric["name"]: metric["value"] for metric in result["metrics"]}
 
 
-def test_only_config_safetensors_and_tokenizer_are_published(saved_run):
+def test_only_config_safetensors_code_and_tokenizer_are_published(saved_run):
     run_dir, _, _ = saved_run
     files = collect_model_files(run_dir / "hf_model")
     assert sorted(files.published) == sorted(PUBLISHED)
@@ -223,6 +241,31 @@ def test_only_config_safetensors_and_tokenizer_are_published(saved_run):
     assert sorted(reasons) == sorted(LEFT_OUT)
     assert "pickle" in reasons["optimizer.pt"] and "pickle" in reasons["pytorch_model.bin"]
     assert "folder" in reasons["checkpoint-10"] and "card" in reasons["README.md"]
+
+
+def test_a_folder_saved_without_its_code_gets_it_before_the_push(
+    tmp_path, tiny_config, pretraining_model, capsys
+):
+    """A folder ``save_pretrained`` wrote alone: the push (even a dry run) writes the code and auto_map
+    into it, and publishes them."""
+    pretraining_model(tiny_config).save_pretrained(tmp_path)
+    assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
+    assert ernievil_ds(["push-to-hub", str(tmp_path), "--repo-id", "a/b", "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForPreTraining"] == "modeling_ernievil.ErnieVilForPreTraining"
+    for name in CODE_FILES:
+        assert (tmp_path / name).is_file() and re.search(
+            rf"^  {re.escape(name)} +[\d,]+ bytes$", listing, re.M
+        )
+
+
+def test_a_config_of_another_model_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    save_file({"a": torch.zeros(2)}, tmp_path / "model.safetensors")
+    assert ernievil_ds(["push-to-hub", str(tmp_path), "--repo-id", "a/b", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not an ernievil-ds model's config: model_type 'bert'" in err
 
 
 def test_sharded_weights_are_published_with_their_index(tmp_path, tiny_config):
@@ -284,6 +327,10 @@ def test_pretraining_card_metadata_metrics_command_and_citation(saved_run):
     assert f"preset `tiny`), {params:,} parameters" in card
     assert "arXiv" in card and "2006.16934" in card and "Yu, Fei" in card and "AAAI" in card
     assert "synthetic" in card and "random token masking only" in card
+    # Loading needs transformers only, through the code the repository carries.
+    assert 'AutoModelForPreTraining.from_pretrained("someone/tiny", trust_remote_code=True)' in card
+    assert "pip install" not in card and "import ernievil_ds" not in card
+    assert "pipeline_tag" not in metadata and "base_model" not in metadata
     # The command in the card parses back to the run's settings.
     command = re.search(r"```bash\n(.*?)\n```", card, flags=re.DOTALL).group(1)
     argv = shlex.split(command.replace("\\\n", " "))
@@ -320,6 +367,64 @@ def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypa
         *("accelerate", "launch", "--num_processes", "2", "launchers/finetune.py"),
         *("--task", "synth_qa", "--output-dir", str(finetuned), "--steps", "50", "--learning-rate", "0.0003"),
     ]
+
+
+def test_a_vqa_card_names_its_task_its_auto_class_and_its_base_model(tmp_path, saved_run, tiny_config):
+    """A fine-tuned VQA model: pipeline tag, the VQA Auto class in the usage code, and as base model the
+    repository its starting model was pushed to (recorded as the pretraining run's --push-to-hub)."""
+    run_dir, _, _ = saved_run
+    finetuned = tmp_path / "finetuned"
+    model_dir = RunFolder(finetuned).model_dir
+    ErnieVilForVisualQuestionAnswering(tiny_config).save_pretrained(model_dir)
+    settings = FinetuneSettings(task="synth_qa", output_dir=finetuned, model=run_dir / "hf_model")
+    write_settings(RunFolder(finetuned), FINETUNING, vars(settings), None)
+    card = str(prepare_upload(finetuned, "someone/vqa").card)
+    metadata = front_matter(card)
+    assert metadata["pipeline_tag"] == "visual-question-answering" and metadata["base_model"] == "a/b"
+    assert (
+        'model = AutoModelForVisualQuestionAnswering.from_pretrained("someone/vqa", trust_remote_code=True)'
+        in card
+    )
+
+
+def test_the_base_model_is_a_hub_name_or_where_the_starting_run_was_pushed(tmp_path, saved_run):
+    run_dir, _, _ = saved_run
+    assert base_model(None) is None  # a fresh preset
+    assert base_model("someone/ernievil-base") == "someone/ernievil-base"  # not a local folder
+    assert base_model(str(run_dir / "hf_model")) == "a/b"
+    assert base_model(str(tmp_path / "missing" / "hf_model")) is None  # a local path, not a Hub name
+    unpushed = tmp_path / "plain"
+    (run_dir / "hf_model").rename(unpushed)
+    assert base_model(str(unpushed)) is None  # no run folder around it
+
+
+@pytest.mark.parametrize(
+    ("existing", "private", "refused"),
+    [
+        ({"someone/tiny": False}, True, True),
+        ({"someone/tiny": True}, True, False),
+        ({"someone/tiny": False}, False, False),
+    ],
+    ids=["private-to-public", "private-to-private", "public-to-public"],
+)
+def test_private_is_refused_for_an_existing_public_repository(
+    saved_run, hub_token, install_hub, existing, private, refused, capsys
+):
+    """The Hub leaves an existing repository's visibility as it is: --private there is an error, before
+    anything is uploaded; a repository that exists and matches takes the push."""
+    run_dir, _, _ = saved_run
+    hub = install_hub(existing=existing)
+    argv = ["push-to-hub", str(run_dir), "--repo-id", "someone/tiny", *(["--private"] if private else [])]
+    assert ernievil_ds(argv) == (2 if refused else 0)
+    err = capsys.readouterr().err
+    assert len(hub.commits) == (0 if refused else 1)
+    if refused:
+        assert (
+            err.startswith("ernievil-ds: error: someone/tiny already exists and is public")
+            and err.count("\n") == 1
+        )
+        assert "`hf repos settings someone/tiny --private`" in err
+    assert hub.repos == existing  # no visibility changed
 
 
 def pushed_files(hub: FakeHub, repo_id: str, revision: str = "main") -> dict[str, bytes]:

@@ -381,7 +381,8 @@ def convert_paddle_checkpoint(
     output_dir: str | Path,
     allow_unused: bool = False,
 ) -> Path:
-    """Convert an official release to ``output_dir`` (``config.json``, ``model.safetensors``, tokenizer).
+    """Convert an official release to ``output_dir`` (``config.json``, ``model.safetensors``, tokenizer,
+    and the model's code, ``ernievil_ds.hub.model_code``).
 
     Args:
         params_dir: the release's ``params/``, one LoDTensor file per variable.
@@ -394,6 +395,7 @@ def convert_paddle_checkpoint(
     from safetensors.numpy import save_file
 
     from ernievil_ds.configuration_ernievil import ErnieVilConfig
+    from ernievil_ds.hub.model_code import write_model_code
 
     params_dir, output_dir = Path(params_dir), Path(output_dir)
     official = load_official_config(config_path)
@@ -432,6 +434,7 @@ def convert_paddle_checkpoint(
     config.save_pretrained(output_dir)
     save_file(state_dict, str(output_dir / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(vocab, official["max_position_embeddings"], output_dir)
+    write_model_code(output_dir)
     logger.info("Converted %d official variables from %s to %s", len(state_dict), params_dir, output_dir)
     return output_dir
 

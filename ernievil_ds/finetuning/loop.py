@@ -253,11 +253,13 @@ class FinetuningRun:
         finish_run(self.folder, self.export, publisher)
 
     def export(self, folder: RunFolder) -> None:
-        """``hf_model/``: config.json, model.safetensors and the tokenizer files of ``--tokenizer``, which
-        the model's inputs were built with."""
+        """``hf_model/``: config.json, model.safetensors, the model's code and the tokenizer files of
+        ``--tokenizer``, which the model's inputs were built with."""
         from ernievil_ds.data import load_tokenizer
+        from ernievil_ds.hub.model_code import write_model_code
 
         self.accelerator.unwrap_model(self.model).save_pretrained(folder.model_dir)
+        write_model_code(folder.model_dir)
         load_tokenizer(self.settings.tokenizer).save_pretrained(folder.model_dir)
 
     def write_settings(self) -> None:

@@ -60,7 +60,8 @@ class ErnieVilForFineTuning(ErnieVilPreTrainedModel):
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
-        self.ernievil = AutoModel.from_config(config)
+        # A config that came with the model's code (trust_remote_code) names its encoder in auto_map.
+        self.ernievil = AutoModel.from_config(config, trust_remote_code=True)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, **kwargs):

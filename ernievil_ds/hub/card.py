@@ -11,7 +11,14 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
 from ernievil_ds.configuration_ernievil import PRESETS, ErnieVilConfig
+from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.hub.files import CONFIG_FILE, ModelFiles
+from ernievil_ds.hub.model_code import (
+    auto_map,
+    class_reference,
+    model_code_files,
+    saved_architecture,
+)
 from ernievil_ds.hub.runs import Evaluation, RunRecord
 
 CITATION = """\
@@ -28,6 +35,9 @@ CITATION = """\
 }"""
 LICENSE = "apache-2.0"  # the license of ernievil-ds, under which its training code and these weights come
 TAGS = ["ernievil-ds", "ernie-vil", "vision-language", "multimodal", "scene-graph", "co-attention"]
+#: The Hub's task of a saved architecture; the others (a pretraining model, the VCR, RefCOCO+ and
+#: retrieval heads) match no Hub task and the card names none.
+PIPELINE_TAGS = {ErnieVilForVisualQuestionAnswering: "visual-question-answering"}
 #: The config fields that fix the architecture, for naming the preset a model was built from.
 ARCHITECTURE_FIELDS = (
     "model_type",
@@ -107,31 +117,47 @@ def architecture_section(config: dict, files: ModelFiles) -> str:
     return "\n".join(lines)
 
 
-def usage_section(repo_id: str, config: dict) -> str:
-    """How to load the model: ``import ernievil_ds`` registers its classes with ``transformers``."""
-    import ernievil_ds
-    from ernievil_ds.finetuning import modeling
+def load_lines(repo_id: str, config: dict) -> list[str]:
+    """Python that loads the model with transformers alone, through the code the repository carries."""
+    architecture = saved_architecture(config)
+    mapping = auto_map(config)
+    auto = next((name for name, ref in mapping.items() if ref == class_reference(architecture)), None)
+    variable = "encoder" if auto == "AutoModel" else "model"
+    if auto is not None:
+        lines = [f"from transformers import {', '.join(sorted({'AutoModel', auto}))}", ""]
+        lines.append(f'{variable} = {auto}.from_pretrained("{repo_id}", trust_remote_code=True)')
+    else:  # a head with no Auto class of its own: its class by name, with the config the Auto class reads
+        lines = [
+            "from transformers import AutoConfig, AutoModel",
+            "from transformers.dynamic_module_utils import get_class_from_dynamic_module",
+            "",
+            f'config = AutoConfig.from_pretrained("{repo_id}", trust_remote_code=True)',
+            f'model_class = get_class_from_dynamic_module("{class_reference(architecture)}", "{repo_id}")',
+            f'model = model_class.from_pretrained("{repo_id}", config=config)',
+        ]
+    if variable != "encoder":
+        lines.append(f'encoder = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # no head')
+    return lines
 
-    architecture = (config.get("architectures") or ["ErnieVilModel"])[0]
-    model_class = getattr(ernievil_ds, architecture, None) or getattr(modeling, architecture, None)
-    module = model_class.__module__ if model_class is not None else "ernievil_ds"
-    code = [
-        "import ernievil_ds  # registers ERNIE-ViL with the transformers Auto classes",
-        "from transformers import AutoModel",
-        f"from {module} import {architecture}",
-        "",
-        f'encoder = AutoModel.from_pretrained("{repo_id}")',
-        f'model = {architecture}.from_pretrained("{repo_id}")',
-    ]
+
+def usage_section(repo_id: str, config: dict) -> str:
+    """How to load the model with transformers, torch and safetensors only: the repository carries the
+    model's code, which ``trust_remote_code=True`` runs."""
     return "\n".join(
         [
             "## Usage",
             "",
-            "The model classes come with the `ernievil-ds` package (`pip install ernievil-ds`):",
+            "The repository carries the model's code ("
+            + ", ".join(f"`{name}`" for name in model_code_files())
+            + "), copied from ernievil-ds, the training code this model came from; `transformers` runs it "
+            "with `trust_remote_code=True` (read it first). Nothing beyond `torch` and `transformers` is needed:",
             "",
             "```python",
-            *code,
+            *load_lines(repo_id, config),
             "```",
+            "",
+            "The inputs (token ids, detector region features and boxes) are documented with their shapes in "
+            "`ErnieVilModel.forward` (`modeling_ernievil.py`) and in each head's `forward`.",
         ]
     )
 
@@ -186,13 +212,15 @@ def limitations_section(run: RunRecord | None, config: dict) -> str:
         )
     if config.get("model_type") == "ernievil_grounded":
         lines.append(
-            "- The grounded variant departs from the paper's architecture; load it with ernievil-ds."
+            "- The grounded variant departs from the paper's architecture (its additions are in "
+            "`grounding.py`)."
         )
     return "\n".join(lines)
 
 
-def card_data(repo_id: str, run: RunRecord | None) -> ModelCardData:
-    """The card's YAML front matter: library, tags, license and the model-index of the final evaluation."""
+def card_data(repo_id: str, run: RunRecord | None, config: dict) -> ModelCardData:
+    """The card's YAML front matter: library, pipeline tag, base model, tags, license and the model-index
+    of the final evaluation."""
     evaluation = run.evaluation if run is not None else None
     eval_results = None
     if evaluation is not None:
@@ -210,7 +238,9 @@ def card_data(repo_id: str, run: RunRecord | None) -> ModelCardData:
             for metric in evaluation.metrics
         ]
     return ModelCardData(
-        library_name="transformers",
+        library_name="transformers",  # the usage snippet loads it with transformers alone
+        pipeline_tag=PIPELINE_TAGS.get(saved_architecture(config)),
+        base_model=run.base_model if run is not None else None,
         license=LICENSE,
         tags=[*TAGS, run.kind] if run is not None else TAGS,
         model_name=repo_id.split("/")[-1],
@@ -233,5 +263,5 @@ def build_model_card(repo_id: str, files: ModelFiles, run: RunRecord | None) -> 
         limitations_section(run, config),
         "## Citation\n\n```bibtex\n" + CITATION + "\n```",
     ]
-    data = card_data(repo_id, run)
+    data = card_data(repo_id, run, config)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")

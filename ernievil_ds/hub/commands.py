@@ -9,7 +9,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     push = subparsers.add_parser(
         "push-to-hub",
-        help="publish a model (safetensors, config, tokenizer and a generated model card) on the Hub",
+        help="publish a model (safetensors, config, its code, tokenizer and a generated model card) on the Hub",
     )
     push.add_argument(
         "path", type=Path, metavar="DIR", help="a saved model folder, or a run folder with hf_model/"
@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument(
         "--repo-id", required=True, metavar="NAME", help="the Hub repository, e.g. user/ernievil-small"
     )
-    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repository private (an existing public one is refused)",
+    )
     push.add_argument(
         "--revision", metavar="R", help="the branch to commit to (created if missing; default: main)"
     )

@@ -1,4 +1,5 @@
-"""Which files of a saved model folder are published: safetensors weights, the config and the tokenizer.
+"""Which files of a saved model folder are published: safetensors weights, the config (with its
+``auto_map``), the model's code (``ernievil_ds.hub.model_code``) and the tokenizer.
 
 Anything else in the folder (optimizer or scheduler states, pickled weights, logs, subfolders) stays
 local and is listed with the reason, so that a push never shares what a download would have to unpickle
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ernievil_ds.errors import UserError, require_dir
+from ernievil_ds.hub.model_code import model_code_files
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -75,7 +77,7 @@ def reason_left_out(path: Path) -> str:
         return "a pickle-based file (loading it can run code): only safetensors weights are published"
     if path.name == CARD_FILE:
         return "replaced by the generated model card"
-    return "not a model file (config.json, safetensors weights or tokenizer files)"
+    return "not a model file (config.json, safetensors weights, the model's code or tokenizer files)"
 
 
 def collect_model_files(model_dir: str | Path) -> ModelFiles:
@@ -87,7 +89,7 @@ def collect_model_files(model_dir: str | Path) -> ModelFiles:
     model_dir = require_dir(Path(model_dir), "model folder")
     if not (model_dir / CONFIG_FILE).is_file():
         raise UserError(f"model folder {model_dir} has no {CONFIG_FILE}: give a folder save_pretrained wrote")
-    wanted = {CONFIG_FILE, *weight_files(model_dir), *TOKENIZER_FILES}
+    wanted = {CONFIG_FILE, *weight_files(model_dir), *model_code_files(), *TOKENIZER_FILES}
     published, left_out = [], []
     for entry in sorted(model_dir.iterdir()):
         if entry.name in wanted and entry.is_file():

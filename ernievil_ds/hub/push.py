@@ -21,6 +21,7 @@ from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError
 from ernievil_ds.hub.card import build_model_card
 from ernievil_ds.hub.files import CARD_FILE, TOKENIZER_FILES, ModelFiles, collect_model_files
+from ernievil_ds.hub.model_code import has_model_code, write_model_code
 from ernievil_ds.hub.runs import RunRecord, locate_model, read_run
 from ernievil_ds.runs import RunFolder
 
@@ -76,9 +77,25 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
+def ensure_model_code(model_dir: Path) -> None:
+    """Write the model's code and ``auto_map`` into a folder that lacks them (one ``save_pretrained``
+    wrote alone), so that what is published loads with ``trust_remote_code=True``."""
+    try:
+        if has_model_code(model_dir):
+            return
+        written = write_model_code(model_dir)
+    except ValueError as error:
+        raise UserError(
+            f"{model_dir / 'config.json'} is not an ernievil-ds model's config: {error}"
+        ) from None
+    logger.info("Wrote the model's code into %s: %s", model_dir, ", ".join(written))
+
+
 def prepare_upload(path: str | Path, repo_id: str) -> Upload:
-    """The upload of the model in ``path`` (a model folder, or a run folder holding ``hf_model/``)."""
+    """The upload of the model in ``path`` (a model folder, or a run folder holding ``hf_model/``); a
+    folder without the model's code gets it first (``ensure_model_code``)."""
     model_dir, run_dir = locate_model(path)
+    ensure_model_code(model_dir)
     files = collect_model_files(model_dir)
     run = read_run(run_dir)
     return Upload(check_repo_id(repo_id), files, run, build_model_card(repo_id, files, run))
@@ -115,10 +132,26 @@ def hub_errors(repo_id: str, token: str) -> Iterator[None]:
         raise UserError(message.replace(token, "<token>")) from None
 
 
+def check_visibility(api: HfApi, repo_id: str, private: bool) -> None:
+    """Refuse ``--private`` for a repository that exists and is public: the Hub keeps an existing
+    repository's visibility when asked to create it again, and the push would publish the model."""
+    if private and not api.repo_info(repo_id).private:
+        raise UserError(
+            f"{repo_id} already exists and is public, and --private does not change an existing repository: "
+            f"make it private first (`hf repos settings {repo_id} --private`, or its settings page on the Hub), "
+            "push to a new repository, or drop --private to publish there"
+        )
+
+
 def push_upload(
     upload: Upload, *, private: bool = False, revision: str | None = None, commit_message: str | None = None
 ) -> str:
-    """Create the repository if needed (and the branch ``revision``), commit the upload; its commit URL."""
+    """Create the repository if needed (and the branch ``revision``), commit the upload; its commit URL.
+
+    Raises:
+        UserError: ``private`` with a repository that exists and is public (nothing is uploaded), a
+            missing or refused token, or an unreachable Hub.
+    """
     token = require_token()
     for name, reason in upload.files.left_out:
         logger.warning("Not published: %s: %s", name, reason)
@@ -128,6 +161,7 @@ def push_upload(
     )
     with hub_errors(upload.repo_id, token):
         api.create_repo(upload.repo_id, private=private, exist_ok=True)
+        check_visibility(api, upload.repo_id, private)
         if revision is not None:
             api.create_branch(upload.repo_id, branch=revision, exist_ok=True)
         commit = api.create_commit(

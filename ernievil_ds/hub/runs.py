@@ -14,6 +14,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub.utils import validate_repo_id
+
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.arguments import build_finetune_parser
 from ernievil_ds.pretraining.arguments import add_pretrain_arguments
@@ -52,6 +54,7 @@ class RunRecord:
     data: str  # one sentence on the training data
     synthetic: bool  # trained on generated data (SynthScenes)
     evaluation: Evaluation | None
+    base_model: str | None = None  # the Hub repository a fine-tuning run started from, when known
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,25 @@ def finetuning_evaluation(record: dict, task: str, dataset: tuple[str, str]) -> 
     return Evaluation(task_type, task_name, *dataset, "eval", metrics, table)
 
 
+def base_model(model: str | None) -> str | None:
+    """The Hub repository of the model a fine-tuning run started from (its ``--model``): the name itself
+    when it is no local folder, or the repository a local run folder's model was pushed to; else None
+    (a fresh preset, or a local model never pushed)."""
+    if model is None:
+        return None
+    path = Path(model)
+    if not path.exists():
+        try:
+            validate_repo_id(model)
+        except ValueError:
+            return None
+        return model if "/" in model else None
+    if not (path / "config.json").is_file():
+        return None
+    _, run_dir = locate_model(path)
+    return read_settings(run_dir).arguments.get("push_to_hub") if run_dir is not None else None
+
+
 def finetuning_record(run_dir: Path, settings: RunSettings) -> RunRecord:
     """A fine-tuning run's command, data and final evaluation (the last line of ``eval.jsonl``)."""
     arguments = settings.arguments
@@ -228,7 +250,7 @@ def finetuning_record(run_dir: Path, settings: RunSettings) -> RunRecord:
     evaluation = (
         finetuning_evaluation(last_evaluation(eval_path), task, dataset) if eval_path.is_file() else None
     )
-    return RunRecord(settings.kind, command, data, synthetic, evaluation)
+    return RunRecord(settings.kind, command, data, synthetic, evaluation, base_model(arguments.get("model")))
 
 
 def read_run(run_dir: Path | None) -> RunRecord | None:

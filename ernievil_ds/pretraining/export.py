@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModelForPreTraining
 
 from ernievil_ds.distributed import get_logger
 from ernievil_ds.errors import UserError, require_output_dir
+from ernievil_ds.hub.model_code import write_model_code
 from ernievil_ds.runs import CHECKPOINT_PREFIX, CHECKPOINTS_DIR, COMPLETE_FILE, latest_checkpoint
 
 logger = get_logger(__name__)
@@ -31,7 +32,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
-    """Write ``output_dir`` with ``config.json``, ``model.safetensors`` and the tokenizer files.
+    """Write ``output_dir`` with ``config.json``, ``model.safetensors``, the model's code
+    (``ernievil_ds.hub.model_code``) and the tokenizer files.
 
     The fp32 weights come from ``deepspeed.utils.zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint``,
     which merges the ZeRO partitions of every rank. (It unpickles the checkpoint files: export only
@@ -56,6 +58,7 @@ def export_checkpoint(checkpoint: str | Path, output_dir: str | Path) -> Path:
         )
     model.tie_weights()
     model.save_pretrained(output_dir)
+    write_model_code(output_dir)
     if (tag_dir / "tokenizer_config.json").is_file():
         AutoTokenizer.from_pretrained(tag_dir).save_pretrained(output_dir)
     logger.info("Exported %s to %s", tag_dir, output_dir)
