@@ -20,6 +20,7 @@ import ernievil_ds  # noqa: F401  (registers the Auto classes)
 from ernievil_ds import ErnieVilConfig, ErnieVilModel
 from ernievil_ds.cli import build_parser
 from ernievil_ds.convert.paddle_checkpoint import (
+    TASK_HEADS,
     config_kwargs_from_official,
     convert_paddle_checkpoint,
     load_official_vocab,
@@ -242,9 +243,10 @@ def test_the_tokenizer_lower_cases_and_strips_accents(release):
     assert encoded == [2, 5, 6, 3]  # [CLS] hello world [SEP]
 
 
-def test_cli_help_says_heads_are_not_converted():
-    help_text = build_parser()._subparsers._group_actions[0].choices["convert-paddle"].format_help()
-    assert "heads" in help_text and "not" in help_text and "--task" in help_text
+def test_cli_help_documents_each_task_head():
+    convert = build_parser()._subparsers._group_actions[0].choices["convert-paddle"]
+    task = next(action for action in convert._actions if action.dest == "task")
+    assert set(task.choices) == set(TASK_HEADS)
     result = subprocess.run(
         [sys.executable, "-m", "ernievil_ds.cli", "convert-paddle", "--help"],
         capture_output=True,
@@ -253,4 +255,6 @@ def test_cli_help_says_heads_are_not_converted():
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=True,
     )
-    assert "fine-tuning heads" in result.stdout
+    for head in TASK_HEADS.values():
+        assert head.model_class in result.stdout
+    assert "--answers" in result.stdout and "trainval_label2ans.pkl" in result.stdout
