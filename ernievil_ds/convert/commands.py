@@ -17,7 +17,7 @@ task (its class's from_pretrained loads the folder):
 
   vqa        vqa_fc_w_0/b_0, vqa_fc_w_1/b_1 -> ErnieVilForVisualQuestionAnswering classifier.0, classifier.3;
              the answers (config.id2label) come from --answers, the official data/vqa/trainval_label2ans.pkl
-             (by default that file beside params/), read without running any code it could hold
+             (by default that file beside the --params folder), read without running any code it could hold
   vcr        vcr_qa_fc, vcr_qar_fc -> ErnieVilForMultipleChoice choice_scorers.q2a, choice_scorers.qa2r
   refcoco    cls_seq_label_vl_out_w/b -> ErnieVilForReferringExpressions region_scorer
   retrieval  match_fc -> ErnieVilForImageTextRetrieval match_scorer
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--answers",
         type=Path,
         help="--task vqa: the official answer list, data/vqa/trainval_label2ans.pkl of the official repository "
-        "(default: trainval_label2ans.pkl beside params/)",
+        "(default: trainval_label2ans.pkl beside the --params folder)",
     )
     convert.set_defaults(func=run_convert_paddle)
 

@@ -460,23 +460,30 @@ def _variable(variables: dict[str, np.ndarray], name: str, params_dir: Path) -> 
     return variables[name]
 
 
-def _model_config(official: dict, variables: dict[str, np.ndarray], vocab: dict[str, int], paths: dict):
+def _model_config(
+    official: dict,
+    variables: dict[str, np.ndarray],
+    vocab: dict[str, int],
+    *,
+    params_dir: Path,
+    config_path: str | Path,
+    vocab_path: str | Path,
+):
     """The ``ErnieVilConfig`` of the official graph, its sizes checked against the weights."""
     from ernievil_ds.configuration_ernievil import ErnieVilConfig
 
-    params_dir = paths["params"]
     image_weight = _variable(variables, "image_emb.w_0", params_dir)
     location_weight = _variable(variables, "image_loc.w_0", params_dir)
     rows = _variable(variables, "word_embedding", params_dir).shape[0]
     if official["vocab_size"] != rows or len(vocab) > rows:
         raise ValueError(
-            f"{paths['config']} says vocab_size={official['vocab_size']} and {paths['vocab']} has {len(vocab)} "
+            f"{config_path} says vocab_size={official['vocab_size']} and {vocab_path} has {len(vocab)} "
             f"tokens, but {params_dir / 'word_embedding'} has {rows} rows"
         )
     if len(vocab) < rows:
         logger.warning(
             "%s has %d tokens for %d embedding rows; the rest stay unreachable",
-            paths["vocab"],
+            vocab_path,
             len(vocab),
             rows,
         )
@@ -485,7 +492,7 @@ def _model_config(official: dict, variables: dict[str, np.ndarray], vocab: dict[
         feature_size=image_weight.shape[0],
         location_size=location_weight.shape[0],
         pad_token_id=vocab["[PAD]"],
-        source=str(paths["config"]),
+        source=str(config_path),
     )
     return ErnieVilConfig(**kwargs)
 
@@ -547,8 +554,9 @@ def convert_paddle_checkpoint(
     official = load_official_config(config_path)
     vocab = load_official_vocab(vocab_path)
     variables = read_variables(params_dir)
-    paths = {"params": params_dir, "config": config_path, "vocab": vocab_path}
-    config = _model_config(official, variables, vocab, paths)
+    config = _model_config(
+        official, variables, vocab, params_dir=params_dir, config_path=config_path, vocab_path=vocab_path
+    )
     if task == "vqa":
         config.id2label = _vqa_answers(variables, params_dir, answers_path)
         config.label2id = {answer: index for index, answer in config.id2label.items()}

@@ -88,7 +88,8 @@ HEADS_COMPARED = (
     ("refcoco", "refcoco", "image"),
     ("retrieval", "retrieval", None),
 )
-#: The answer list of the VQA classes, pickled as the official ``trainval_label2ans.pkl`` is (protocol 0).
+#: The answer list of the VQA classes (``NUM_ANSWERS`` of the reference, not imported: Paddle stays out of this
+#: process), pickled as the official ``trainval_label2ans.pkl`` is (protocol 0).
 ANSWERS = [f"answer {i}" for i in range(13)]
 
 
