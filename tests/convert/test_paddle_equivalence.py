@@ -160,11 +160,11 @@ def run_case(name: str, work: Path) -> dict[str, dict[str, np.ndarray]]:
     with torch.no_grad():
         outputs = model(**{key: torch.from_numpy(value) for key, value in inputs.items()})
     ours = {field: getattr(outputs, field).float().numpy() for field, _, _ in COMPARED}
-    if heads:
-        ours.update(run_heads(work, config_path, vocab_path, inputs))
     official = dict(np.load(work / "official.npz"))
-    shutil.rmtree(work)  # base writes ~1.8 GB of weights
-    return {"inputs": inputs, "ours": ours, "official": official}
+    if not heads:
+        shutil.rmtree(work)  # base writes ~1.8 GB of weights
+    paths = {"work": work, "config": config_path, "vocab": vocab_path}
+    return {"inputs": inputs, "ours": ours, "official": official, "paths": paths}
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,10 @@ def test_converted_model_matches_the_official_graph(cases, name):
 
 @pytest.mark.slow
 def test_converted_heads_match_the_official_heads(cases):
-    errors = max_errors(cases("small"), compared=HEADS_COMPARED)
+    case = cases("small")
+    paths = case["paths"]
+    ours = run_heads(paths["work"], paths["config"], paths["vocab"], case["inputs"])
+    errors = max_errors({**case, "ours": ours}, compared=HEADS_COMPARED)
     print(f"\nsmall: max abs error per head output (real positions): {errors}")
     assert all(error <= TOLERANCE for error in errors.values()), f"heads: {errors} (tolerance {TOLERANCE})"
 
