@@ -12,14 +12,20 @@ is, little-endian throughout:
 
 (``paddle/fluid/framework/lod_tensor.cc``, ``tensor_util.cc`` and ``framework.proto`` in Paddle's source.)
 Every field is checked, and a file that does not follow this layout raises ``ValueError`` naming it.
+
+bfloat16 tensors (``VarType.BF16``), which numpy has no dtype for, are read as their 16-bit patterns and
+widened to float32 exactly (a bfloat16 is the upper half of the float32 of the same value).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 #: Paddle's ``VarType.Type`` values for the tensor data types (``framework.proto``).
 PADDLE_DTYPES: dict[int, np.dtype] = {
@@ -33,6 +39,8 @@ PADDLE_DTYPES: dict[int, np.dtype] = {
     20: np.dtype("u1"),
     21: np.dtype("i1"),
 }
+#: ``VarType.BF16``: stored as 16-bit patterns, read as float32 (``read_lod_tensor``).
+PADDLE_BFLOAT16 = 22
 
 #: More LoD levels or dims than any variable has; a larger count means the file is not a LoDTensor.
 _MAX_LOD_LEVELS = 16
@@ -146,12 +154,12 @@ def read_lod_tensor(path: str | Path) -> np.ndarray:
     if desc_size <= 0:
         raise ValueError(f"{path}: invalid TensorDesc length {desc_size}")
     data_type, dims = parse_tensor_desc(cursor.take(desc_size, "the TensorDesc"), path)
-    if data_type not in PADDLE_DTYPES:
+    if data_type not in PADDLE_DTYPES and data_type != PADDLE_BFLOAT16:
         raise ValueError(
             f"{path}: unsupported Paddle data type {data_type} (known: "
-            f"{', '.join(f'{k}={v.name}' for k, v in PADDLE_DTYPES.items())})"
+            f"{', '.join(f'{k}={v.name}' for k, v in PADDLE_DTYPES.items())}, {PADDLE_BFLOAT16}=bfloat16)"
         )
-    dtype = PADDLE_DTYPES[data_type]
+    dtype = np.dtype("<u2") if data_type == PADDLE_BFLOAT16 else PADDLE_DTYPES[data_type]
     nbytes = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     data = cursor.take(nbytes, f"the data of a {dtype.name} tensor of shape {dims}")
     if cursor.offset != len(cursor.data):
@@ -159,23 +167,54 @@ def read_lod_tensor(path: str | Path) -> np.ndarray:
             f"{path}: {len(cursor.data) - cursor.offset} unexpected bytes after the data of a {dtype.name} "
             f"tensor of shape {dims}"
         )
-    return np.frombuffer(data, dtype=dtype).reshape(dims).copy()
+    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    if data_type == PADDLE_BFLOAT16:
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array.copy()
+
+
+def is_lod_tensor_file(path: Path) -> bool:
+    """Whether ``path`` starts as a LoDTensor file does (version 0, a plausible LoD level count), from its
+    first 12 bytes: a README, a pickled ``.pdparams`` or an archive does not."""
+    with path.open("rb") as file:
+        head = file.read(12)
+    return (
+        len(head) == 12
+        and struct.unpack("<I", head[:4])[0] == 0
+        and struct.unpack("<Q", head[4:])[0] <= _MAX_LOD_LEVELS
+    )
 
 
 def read_variables(params_dir: str | Path) -> dict[str, np.ndarray]:
     """Read every variable file in a ``params/`` directory -> {variable name: array}.
 
+    Hidden files and files that do not start as a LoDTensor file (``is_lod_tensor_file``: a README, a
+    ``.pdparams`` pickle, an archive) are skipped, never parsed or unpickled, and named in one log line.
+
     Raises:
-        FileNotFoundError: when ``params_dir`` is not a directory or holds no file.
+        FileNotFoundError: when ``params_dir`` is not a directory or holds no variable file.
         ValueError: as ``read_lod_tensor``, naming the first bad file.
     """
     params_dir = Path(params_dir)
     if not params_dir.is_dir():
         raise FileNotFoundError(f"No Paddle params directory at {params_dir}")
-    files = sorted(p for p in params_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in params_dir.iterdir() if p.is_file())
+    skipped = [p.name for p in files if p.name.startswith(".") or not is_lod_tensor_file(p)]
+    if skipped:
+        logger.warning(
+            "Skipped %d files in %s that are not Paddle tensor files: %s", len(skipped), params_dir, skipped
+        )
+    files = [p for p in files if p.name not in skipped]
     if not files:
         raise FileNotFoundError(f"{params_dir} holds no variable files")
     return {path.name: read_lod_tensor(path) for path in files}
 
 
-__all__ = ["PADDLE_DTYPES", "parse_tensor_desc", "read_lod_tensor", "read_variables"]
+__all__ = [
+    "PADDLE_BFLOAT16",
+    "PADDLE_DTYPES",
+    "is_lod_tensor_file",
+    "parse_tensor_desc",
+    "read_lod_tensor",
+    "read_variables",
+]

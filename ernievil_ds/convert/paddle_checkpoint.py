@@ -5,7 +5,9 @@ The official graph is ``ernie-vil/model/ernie_vil.py`` (``ErnieVilModel._build_m
 ``get_pooled_output``) and ``ernie-vil/model/vl_transformer_encoder.py`` (``encoder``, ``encoder_layer``,
 ``encoder_co_layer``, ``multi_head_attention``, ``positionwise_feed_forward``) of PaddlePaddle/ERNIE, branch
 ``repro``. Its parameter names come from the ``name`` arguments of those functions; ``PARAMETER_TABLE`` below
-maps each to this project's state dict. Conversion reads with numpy (``lod_tensor``) and writes with
+maps each to this project's state dict. With a ``task``, the fine-tuning head that the official
+``ernie-vil/finetune.py`` builds for it (``TASK_HEADS``) is mapped too, onto the project's fine-tuning model of
+that task (``ernievil_ds.finetuning.modeling``). Conversion reads with numpy (``lod_tensor``) and writes with
 safetensors; neither Paddle nor torch is needed for the weights.
 """
 
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ernievil_ds.convert.answers import OFFICIAL_ANSWERS_FILE, load_official_answers
 from ernievil_ds.convert.lod_tensor import read_variables
 
 logger = logging.getLogger(__name__)
@@ -47,9 +51,13 @@ REQUIRED_CONFIG_KEYS = (
     "t_biattention_id",
 )
 
-#: Variables that training adds beside the parameters (Adam moments, learning-rate counters): skipped.
-OPTIMIZER_STATE_MARKERS = ("_moment1_", "_moment2_", "_beta1_pow_acc_", "_beta2_pow_acc_", "learning_rate_")
-OPTIMIZER_STATE_NAMES = ("@LR_DECAY_COUNTER@",)
+#: Variables that training saves beside the parameters, skipped: Adam's moments and beta powers, the learning
+#: rate (``scheduled_learning_rate`` of the official ``optim/optimization.py``, or ``learning_rate_0``) and its
+#: decay counter, and the task outputs (loss, accuracy: ``mean_0.tmp_0``, ``tmp_3``) that the official
+#: ``finetune.py`` marks persistable, so that its ``fluid.io.save_persistables`` checkpoints hold them too.
+TRAINING_STATE_MARKERS = ("_moment1_", "_moment2_", "_beta1_pow_acc_", "_beta2_pow_acc_", "learning_rate_")
+TRAINING_STATE_NAMES = ("@LR_DECAY_COUNTER@", "scheduled_learning_rate")
+SAVED_ACTIVATION = re.compile(r"(^|\.)tmp_\d+$")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -112,6 +120,47 @@ CO_LAYER_TABLE: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True)
+class TaskHead:
+    """A fine-tuning task: the project model that holds its head, and the official ``fc`` ops of the head as
+    (weight name, bias name, project ``nn.Linear``)."""
+
+    model_class: str
+    fcs: tuple[tuple[str, str, str], ...]
+
+
+#: The heads of the official ``finetune.py``, by ``--task``:
+#:   vqa:       ``vqa_classifier_loss``: fc(Co, 2048, relu) "vqa_fc_w_0"/"vqa_fc_b_0", dropout 0.5,
+#:              fc(2048, num_class) "vqa_fc_w_1"/"vqa_fc_b_1", on the fused vector h_CLS * h_IMG;
+#:   vcr:       ``create_vcr_model``: fc(Co, 1) "{task_prefix}_fc.w_0"/".b_0" per task of the task group,
+#:              prefixes "vcr_qa" (Q->A) and "vcr_qar" (QA->R) in ``conf/vcr/task_vcr.json``;
+#:   refcoco:   ``create_refcoco_plus_model``: fc(Cv, 1) "cls_seq_label_vl_out_w"/"_b" on every final region
+#:              state (``num_flatten_dims=2``);
+#:   retrieval: ``create_flickr_model``: fc(Co, 1) "match_fc.w_0"/".b_0" on the fused vector.
+TASK_HEADS: dict[str, TaskHead] = {
+    "vqa": TaskHead(
+        "ErnieVilForVisualQuestionAnswering",
+        (("vqa_fc_w_0", "vqa_fc_b_0", "classifier.0"), ("vqa_fc_w_1", "vqa_fc_b_1", "classifier.3")),
+    ),
+    "vcr": TaskHead(
+        "ErnieVilForMultipleChoice",
+        (
+            ("vcr_qa_fc.w_0", "vcr_qa_fc.b_0", "choice_scorers.q2a"),
+            ("vcr_qar_fc.w_0", "vcr_qar_fc.b_0", "choice_scorers.qa2r"),
+        ),
+    ),
+    "refcoco": TaskHead(
+        "ErnieVilForReferringExpressions",
+        (("cls_seq_label_vl_out_w", "cls_seq_label_vl_out_b", "region_scorer"),),
+    ),
+    "retrieval": TaskHead(
+        "ErnieVilForImageTextRetrieval", (("match_fc.w_0", "match_fc.b_0", "match_scorer"),)
+    ),
+}
+#: Where a fine-tuning model holds the encoder.
+ENCODER_PREFIX = "ernievil."
+
+
+@dataclass(frozen=True)
 class ParameterMapping:
     """One official variable and the project parameter it fills."""
 
@@ -134,9 +183,10 @@ def _module_parameters(official: str, project: str, kind: str) -> Iterator[Param
 
 
 def parameter_mappings(
-    num_text_layers: int, num_image_layers: int, num_co_layers: int
+    num_text_layers: int, num_image_layers: int, num_co_layers: int, task: str | None = None
 ) -> dict[str, ParameterMapping]:
-    """Every parameter of the official encoder and pooler -> its mapping, for a model of these depths."""
+    """Every parameter of the official encoder and pooler -> its mapping, for a model of these depths; with a
+    ``task`` (a key of ``TASK_HEADS``), the encoder under ``ENCODER_PREFIX`` and the task's head too."""
     modules: list[tuple[str, str, str]] = list(EMBEDDING_AND_POOLER_TABLE)
     for prefix, module, count, table in (
         ("encoder_layer_", "text_layers.", num_text_layers, STREAM_LAYER_TABLE),
@@ -148,7 +198,24 @@ def parameter_mappings(
                 (f"{prefix}{i}{suffix}", f"{module}{i}.{sub}", kind) for suffix, sub, kind in table
             )
     mappings = [m for official, project, kind in modules for m in _module_parameters(official, project, kind)]
-    return {m.official: m for m in mappings}
+    if task is None:
+        return {m.official: m for m in mappings}
+    head = [
+        mapping
+        for weight, bias, module in _task_head(task).fcs
+        for mapping in (
+            ParameterMapping(weight, f"{module}.weight", transpose=True),
+            ParameterMapping(bias, f"{module}.bias", transpose=False),
+        )
+    ]
+    encoder = [ParameterMapping(m.official, ENCODER_PREFIX + m.project, m.transpose) for m in mappings]
+    return {m.official: m for m in encoder + head}
+
+
+def _task_head(task: str) -> TaskHead:
+    if task not in TASK_HEADS:
+        raise ValueError(f"unknown fine-tuning task {task!r}; expected one of {sorted(TASK_HEADS)}")
+    return TASK_HEADS[task]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,18 +367,33 @@ def save_tokenizer(vocab: dict[str, int], max_length: int, output_dir: Path) -> 
 # --------------------------------------------------------------------------------------------------------------
 
 
-def is_optimizer_state(name: str) -> bool:
-    return name in OPTIMIZER_STATE_NAMES or any(marker in name for marker in OPTIMIZER_STATE_MARKERS)
+def is_training_state(name: str) -> bool:
+    """Whether an official variable is training state rather than a model parameter (``TRAINING_STATE_*``)."""
+    return (
+        name in TRAINING_STATE_NAMES
+        or any(marker in name for marker in TRAINING_STATE_MARKERS)
+        or SAVED_ACTIVATION.search(name) is not None
+    )
 
 
-def expected_parameter_shapes(config) -> dict[str, tuple[int, ...]]:
-    """The state-dict names and shapes of ``ErnieVilModel(config)``, built on the meta device (no memory)."""
+def model_class(task: str | None):
+    """``ErnieVilModel``, or the fine-tuning model of ``task`` (a key of ``TASK_HEADS``)."""
+    if task is None:
+        from ernievil_ds.modeling_ernievil import ErnieVilModel
+
+        return ErnieVilModel
+    from ernievil_ds.finetuning import modeling
+
+    return getattr(modeling, _task_head(task).model_class)
+
+
+def expected_parameter_shapes(config, task: str | None = None) -> dict[str, tuple[int, ...]]:
+    """The state-dict names and shapes of ``model_class(task)(config)``, built on the meta device (no
+    memory)."""
     import torch
 
-    from ernievil_ds.modeling_ernievil import ErnieVilModel
-
     with torch.device("meta"):
-        model = ErnieVilModel(config)
+        model = model_class(task)(config)
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
@@ -330,21 +412,25 @@ def map_variables(
     """
     missing = sorted(name for name in mappings if name not in variables)
     unfilled = sorted(set(expected_shapes) - {m.project for m in mappings.values()})
-    leftover = sorted(name for name in variables if name not in mappings and not is_optimizer_state(name))
+    unused = sorted(name for name in variables if name not in mappings)
+    training_state = [name for name in unused if is_training_state(name)]
+    leftover = [name for name in unused if not is_training_state(name)]
     problems = []
     if missing:
-        problems.append(f"official encoder variables missing from {params_dir}: {missing}")
+        problems.append(f"official variables missing from {params_dir}: {missing}")
     if unfilled:
         problems.append(f"project parameters that no official variable fills: {unfilled}")
     if leftover and not allow_unused:
         problems.append(
-            f"variables in {params_dir} that the encoder does not use: {leftover} (fine-tuning and pretraining "
-            "heads are not converted yet; pass --allow-unused to convert the encoder and leave them out)"
+            f"variables in {params_dir} that the converted model does not use: {leftover} (pass the --task "
+            "whose head they are, or --allow-unused to leave them out)"
         )
     if problems:
         raise ValueError("Cannot convert the Paddle checkpoint:\n  - " + "\n  - ".join(problems))
+    if training_state:
+        logger.info("Skipped %d training-state variables: %s", len(training_state), training_state)
     if leftover:
-        logger.warning("Left out %d variables the encoder does not use: %s", len(leftover), leftover)
+        logger.warning("Left out %d variables the converted model does not use: %s", len(leftover), leftover)
 
     state_dict = {}
     for name, mapping in mappings.items():
@@ -374,12 +460,73 @@ def _variable(variables: dict[str, np.ndarray], name: str, params_dir: Path) -> 
     return variables[name]
 
 
+def _model_config(
+    official: dict,
+    variables: dict[str, np.ndarray],
+    vocab: dict[str, int],
+    *,
+    params_dir: Path,
+    config_path: str | Path,
+    vocab_path: str | Path,
+):
+    """The ``ErnieVilConfig`` of the official graph, its sizes checked against the weights."""
+    from ernievil_ds.configuration_ernievil import ErnieVilConfig
+
+    image_weight = _variable(variables, "image_emb.w_0", params_dir)
+    location_weight = _variable(variables, "image_loc.w_0", params_dir)
+    rows = _variable(variables, "word_embedding", params_dir).shape[0]
+    if official["vocab_size"] != rows or len(vocab) > rows:
+        raise ValueError(
+            f"{config_path} says vocab_size={official['vocab_size']} and {vocab_path} has {len(vocab)} "
+            f"tokens, but {params_dir / 'word_embedding'} has {rows} rows"
+        )
+    if len(vocab) < rows:
+        logger.warning(
+            "%s has %d tokens for %d embedding rows; the rest stay unreachable",
+            vocab_path,
+            len(vocab),
+            rows,
+        )
+    kwargs = config_kwargs_from_official(
+        official,
+        feature_size=image_weight.shape[0],
+        location_size=location_weight.shape[0],
+        pad_token_id=vocab["[PAD]"],
+        source=str(config_path),
+    )
+    return ErnieVilConfig(**kwargs)
+
+
+def _vqa_answers(
+    variables: dict[str, np.ndarray], params_dir: Path, answers_path: Path | None
+) -> dict[int, str]:
+    """The answers of the VQA classifier's classes: ``answers_path``, or else the official
+    ``trainval_label2ans.pkl`` beside ``params/``; as many as the classifier has outputs."""
+    path = params_dir.parent / OFFICIAL_ANSWERS_FILE if answers_path is None else Path(answers_path)
+    if answers_path is None and not path.is_file():
+        raise FileNotFoundError(
+            f"--task vqa needs the answer list of the classifier's classes, and there is no {path}: pass "
+            f"--answers with the official repository's data/vqa/{OFFICIAL_ANSWERS_FILE} (the pickle_file of "
+            "conf/vqa/task_vqa_eval.json)"
+        )
+    id2label = load_official_answers(path)
+    classes = _variable(variables, "vqa_fc_w_1", params_dir).shape[-1]
+    if len(id2label) != classes:
+        raise ValueError(
+            f"{path} lists {len(id2label)} answers, but {params_dir / 'vqa_fc_w_1'} scores {classes} classes"
+        )
+    logger.info("Read %d VQA answers from %s", len(id2label), path)
+    return id2label
+
+
 def convert_paddle_checkpoint(
     params_dir: str | Path,
     config_path: str | Path,
     vocab_path: str | Path,
     output_dir: str | Path,
     allow_unused: bool = False,
+    task: str | None = None,
+    answers_path: str | Path | None = None,
 ) -> Path:
     """Convert an official release to ``output_dir`` (``config.json``, ``model.safetensors``, tokenizer,
     and the model's code, ``ernievil_ds.hub.model_code``).
@@ -388,49 +535,43 @@ def convert_paddle_checkpoint(
         params_dir: the release's ``params/``, one LoDTensor file per variable.
         config_path: the release's config JSON (the keys ``ernie_vil.py`` reads).
         vocab_path: the release's ``vocab.txt``.
-        output_dir: created if needed; loads with ``AutoModel.from_pretrained`` once ``ernievil_ds`` is imported.
-        allow_unused: convert even when ``params_dir`` holds variables the encoder does not use (heads),
+        output_dir: created if needed; loads with ``AutoModel.from_pretrained`` once ``ernievil_ds`` is imported
+            (or, with a ``task``, with that task's fine-tuning model class).
+        allow_unused: convert even when ``params_dir`` holds variables the model does not use (heads),
             logging their names; by default such variables are an error.
+        task: a key of ``TASK_HEADS``: convert the official fine-tuned head too, into the task's model.
+        answers_path: ``task="vqa"`` only: the official answer list (``load_official_answers``); by default
+            ``trainval_label2ans.pkl`` beside ``params_dir``.
     """
     from safetensors.numpy import save_file
 
-    from ernievil_ds.configuration_ernievil import ErnieVilConfig
     from ernievil_ds.hub.model_code import write_model_code
 
     params_dir, output_dir = Path(params_dir), Path(output_dir)
+    if task is not None:
+        _task_head(task)
+    if answers_path is not None and task != "vqa":
+        raise ValueError(
+            f"answers ({answers_path}) name the VQA classes; they go with task 'vqa', not {task!r}"
+        )
     official = load_official_config(config_path)
     vocab = load_official_vocab(vocab_path)
     variables = read_variables(params_dir)
-
-    image_weight = _variable(variables, "image_emb.w_0", params_dir)
-    location_weight = _variable(variables, "image_loc.w_0", params_dir)
-    word_embedding = _variable(variables, "word_embedding", params_dir)
-    rows = word_embedding.shape[0]
-    if official["vocab_size"] != rows or len(vocab) > rows:
-        raise ValueError(
-            f"{config_path} says vocab_size={official['vocab_size']} and {vocab_path} has {len(vocab)} tokens, "
-            f"but {params_dir / 'word_embedding'} has {rows} rows"
-        )
-    if len(vocab) < rows:
-        logger.warning(
-            "%s has %d tokens for %d embedding rows; the rest stay unreachable", vocab_path, len(vocab), rows
-        )
-    config = ErnieVilConfig(
-        **config_kwargs_from_official(
-            official,
-            feature_size=image_weight.shape[0],
-            location_size=location_weight.shape[0],
-            pad_token_id=vocab["[PAD]"],
-            source=str(config_path),
-        )
+    config = _model_config(
+        official, variables, vocab, params_dir=params_dir, config_path=config_path, vocab_path=vocab_path
     )
-    mappings = parameter_mappings(config.num_hidden_layers, config.v_num_hidden_layers, config.num_co_layers)
+    if task == "vqa":
+        config.id2label = _vqa_answers(variables, params_dir, answers_path)
+        config.label2id = {answer: index for index, answer in config.id2label.items()}
+    mappings = parameter_mappings(
+        config.num_hidden_layers, config.v_num_hidden_layers, config.num_co_layers, task=task
+    )
     state_dict = map_variables(
-        variables, mappings, expected_parameter_shapes(config), params_dir, allow_unused=allow_unused
+        variables, mappings, expected_parameter_shapes(config, task), params_dir, allow_unused=allow_unused
     )
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    config.architectures = ["ErnieVilModel"]
+    config.architectures = [model_class(task).__name__]
     config.save_pretrained(output_dir)
     save_file(state_dict, str(output_dir / "model.safetensors"), metadata={"format": "pt"})
     save_tokenizer(vocab, official["max_position_embeddings"], output_dir)
@@ -444,11 +585,14 @@ __all__ = [
     "EMBEDDING_AND_POOLER_TABLE",
     "OFFICIAL_LAYER_NORM_EPS",
     "STREAM_LAYER_TABLE",
+    "TASK_HEADS",
     "ParameterMapping",
+    "TaskHead",
     "config_kwargs_from_official",
     "convert_paddle_checkpoint",
     "load_official_config",
     "load_official_vocab",
     "map_variables",
+    "model_class",
     "parameter_mappings",
 ]

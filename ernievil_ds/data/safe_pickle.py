@@ -19,7 +19,8 @@ Unpickling those, under any pickle protocol (0-5) and by numpy 1 or 2, takes onl
 with which pickle protocols 0-2 spell bytes. ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``float``,
 ``bool`` and ``None`` have opcodes of their own. Any other global (``os.system``, ``builtins.eval``,
 ``subprocess.Popen``...) is refused before it is looked up, with an error naming the file, the record and
-the global.
+the global. With ``allowed_globals=PLAIN_DATA_GLOBALS`` no global is resolved at all, for pickles of plain
+builtins (the official VQA answer list).
 """
 
 from __future__ import annotations
@@ -77,35 +78,52 @@ ALLOWED_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """A ``pickle.Unpickler`` that resolves only ``ALLOWED_GLOBALS``."""
+    """A ``pickle.Unpickler`` that resolves only the globals of ``allowed``."""
 
-    def __init__(self, file, *, source: str):
+    def __init__(self, file, *, source: str, allowed: dict, holds: str):
         super().__init__(file)
         self.source = source
+        self.allowed = allowed
+        self.holds = holds
 
     def find_class(self, module: str, name: str):
-        allowed = ALLOWED_GLOBALS.get((module, name))
+        allowed = self.allowed.get((module, name))
         if allowed is None:
             raise RefusedGlobalError(
-                f"{self.source}: refused to unpickle {module}.{name} (feature files may hold only numpy "
-                "arrays, numpy scalars and Python builtins)"
+                f"{self.source}: refused to unpickle {module}.{name} (this file may hold only {self.holds})"
             )
         return allowed
 
 
-def loads(data: bytes, *, source: str):
-    """The object pickled in ``data``, built from builtins and ``ALLOWED_GLOBALS`` only.
+#: What a feature file may hold, for ``loads``'s error message.
+FEATURE_FILE_CONTENTS = "numpy arrays, numpy scalars and Python builtins"
+#: No global at all: ``dict``, ``list``, ``tuple``, ``str``, ``int``, ``float``, ``bool`` and ``None`` only.
+PLAIN_DATA_GLOBALS: dict = {}
+
+
+def loads(
+    data: bytes,
+    *,
+    source: str,
+    allowed_globals: dict = ALLOWED_GLOBALS,
+    holds: str = FEATURE_FILE_CONTENTS,
+):
+    """The object pickled in ``data``, built from builtins and ``allowed_globals`` only.
 
     Args:
         data: a pickle (any protocol).
         source: names the file and record in error messages, e.g. ``"LMDB features.lmdb record 42"``.
+        allowed_globals: (module, name) -> object, the only globals resolved: ``ALLOWED_GLOBALS`` (feature
+            files) or ``PLAIN_DATA_GLOBALS`` (builtins only).
+        holds: what the file may hold, in words, for the refusal's message.
 
     Raises:
         RefusedGlobalError: the pickle refers to another global; nothing of it has run.
         pickle.UnpicklingError: any other failure (a truncated or corrupt pickle), naming ``source``.
     """
+    unpickler = _RestrictedUnpickler(io.BytesIO(data), source=source, allowed=allowed_globals, holds=holds)
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), source=source).load()
+        return unpickler.load()
     except RefusedGlobalError:
         raise
     # A corrupt pickle fails with whatever its opcodes provoke (EOFError, TypeError, KeyError...): one

@@ -10,6 +10,8 @@ import numpy as np
 
 #: numpy dtype -> Paddle VarType.Type (framework.proto).
 VAR_TYPES = {"bool": 0, "int16": 1, "int32": 2, "int64": 3, "float16": 4, "float32": 5, "float64": 6}
+#: VarType.BF16, which numpy has no dtype for: pass its 16-bit patterns with ``data_type=BFLOAT16``.
+BFLOAT16 = 22
 
 
 def _varint(value: int) -> bytes:

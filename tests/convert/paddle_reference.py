@@ -18,18 +18,25 @@ Run as a script it builds the graph for a config JSON, fills every parameter wit
 saves them with ``paddle.static.save_vars`` (one file per variable, the release's format), and writes the
 inputs and the graph's outputs:
 
-    python -m tests.convert.paddle_reference --config CONFIG.json --output DIR [--seed 0]
+    python -m tests.convert.paddle_reference --config CONFIG.json --output DIR [--seed 0] [--heads]
 
     DIR/params/<official variable name>
     DIR/inputs.npz     input_ids, token_type_ids, attention_mask (B, T); region_features (B, R, F),
                        region_locations (B, R, 5), region_mask (B, R): without [IMG], as ErnieVilModel takes them
     DIR/official.npz   text (B, T, Ct), image (B, R + 1, Cv), pooled_text, pooled_image, fused (B, Co)
+
+With ``--heads`` the fine-tuning heads of the official ``finetune.py`` (``vqa_classifier_loss``,
+``create_vcr_model``, ``create_refcoco_plus_model``, ``create_flickr_model``) are built on the same encoder
+too, each task's checkpoint (the encoder and that head) is saved as ``DIR/params_<task>/``, and
+``official.npz`` also holds vqa (B, NUM_ANSWERS), vcr_qa and vcr_qar (1, B: the batch's examples as the
+choices of one question), refcoco (B, R + 1) and retrieval (B, 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +58,12 @@ def create_parameter(shape: list[int], name: str, is_bias: bool = False):
     return paddle.static.create_parameter(shape=shape, dtype="float32", name=name, is_bias=is_bias)
 
 
-def fc(x, size: int, name: str, act: str | None = None):
+def fc(x, size: int, name: str, act: str | None = None, weight_name: str = "", bias_name: str = ""):
     """``fluid.layers.fc(input=x, size=size, num_flatten_dims=2, param_attr=name + '.w_0',
-    bias_attr=name + '.b_0', act=act)``: weight [in, size], x @ w + b, then the activation."""
-    weight = create_parameter([x.shape[-1], size], f"{name}.w_0")
-    bias = create_parameter([size], f"{name}.b_0", is_bias=True)
+    bias_attr=name + '.b_0', act=act)``: weight [in, size], x @ w + b, then the activation. The fine-tuning
+    heads name their parameters otherwise (``weight_name``, ``bias_name``)."""
+    weight = create_parameter([x.shape[-1], size], weight_name or f"{name}.w_0")
+    bias = create_parameter([size], bias_name or f"{name}.b_0", is_bias=True)
     out = F.linear(x, weight, bias)
     if act == "relu":
         return F.relu(out)
@@ -251,8 +259,74 @@ def build_ernie_vil(feeds: dict, config: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# finetune.py: the heads, at inference (their dropouts are the identity)
+# ------------------------------------------------------------------------------------------------------------
+
+#: The heads' sizes in the tests: the VQA hidden width of ``conf/vqa/task_vqa.json`` (``classifier_hid_size``),
+#: a small answer count, the VCR task prefixes of ``conf/vcr/task_vcr.json`` (the batch's examples are the
+#: choices of one question).
+VQA_HIDDEN_SIZE = 2048
+NUM_ANSWERS = 13
+VCR_TASK_PREFIXES = ("vcr_qa", "vcr_qar")
+
+
+def vqa_classifier(emb_fuse, hidden_size: int, num_class: int):
+    """``vqa_classifier_loss`` up to ``pred``: fc relu "vqa_fc_w_0"/"vqa_fc_b_0", dropout 0.5, fc
+    "vqa_fc_w_1"/"vqa_fc_b_1"."""
+    hidden = fc(emb_fuse, hidden_size, "", act="relu", weight_name="vqa_fc_w_0", bias_name="vqa_fc_b_0")
+    return fc(hidden, num_class, "", weight_name="vqa_fc_w_1", bias_name="vqa_fc_b_1")
+
+
+def vcr_scores(fusion_fea, num_choice: int) -> dict:
+    """``create_vcr_model``: per task of the group, fc(fusion_fea, 1) "{task_prefix}_fc" reshaped to
+    (questions, num_choice)."""
+    return {
+        prefix: paddle.reshape(fc(fusion_fea, 1, f"{prefix}_fc"), [-1, num_choice])
+        for prefix in VCR_TASK_PREFIXES
+    }
+
+
+def refcoco_plus_logits(enc_vl_out):
+    """``create_refcoco_plus_model``: fc(enc_vl_out, 1, num_flatten_dims=2) "cls_seq_label_vl_out_w"/"_b",
+    ``reduce_mean`` over the last axis: (B, R + 1)."""
+    logits = fc(enc_vl_out, 1, "", weight_name="cls_seq_label_vl_out_w", bias_name="cls_seq_label_vl_out_b")
+    return paddle.mean(logits, axis=-1)
+
+
+def flickr_match_score(match_emb):
+    """``create_flickr_model`` at prediction: fc(match_emb, 1) "match_fc", reshaped to (B, 1)."""
+    return paddle.reshape(fc(match_emb, 1, "match_fc"), [-1, 1])
+
+
+def build_heads(outputs: dict, batch: int) -> dict[str, tuple[dict, list[str]]]:
+    """Each task's head on the encoder's outputs -> {task: ({output name: tensor}, its parameter names)}.
+    The fused vector is flattened to (B, Co) as ``get_pooled_output``'s fc (``num_flatten_dims=1``) leaves
+    it."""
+    fused = paddle.reshape(outputs["fused"], [-1, outputs["fused"].shape[-1]])  # (B, Co)
+    builders = {
+        "vqa": lambda: {"vqa": vqa_classifier(fused, VQA_HIDDEN_SIZE, NUM_ANSWERS)},
+        "vcr": lambda: vcr_scores(fused, num_choice=batch),
+        "refcoco": lambda: {"refcoco": refcoco_plus_logits(outputs["image"])},
+        "retrieval": lambda: {"retrieval": flickr_match_score(fused)},
+    }
+    block = paddle.static.default_main_program().global_block()
+    heads = {}
+    for task, build in builders.items():
+        before = {p.name for p in block.all_parameters()}
+        head_outputs = build()
+        heads[task] = (head_outputs, sorted(p.name for p in block.all_parameters() if p.name not in before))
+    return heads
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Random weights and inputs, the run, the files
 # ------------------------------------------------------------------------------------------------------------
+
+
+#: The fc parameters of the heads that ``vqa_classifier_loss`` and ``create_refcoco_plus_model`` name
+#: themselves ("vqa_fc_w_0", "cls_seq_label_vl_out_b").
+HEAD_WEIGHT = re.compile(r"(_w_\d|_out_w)$")
+HEAD_BIAS = re.compile(r"(_b_\d|_out_b)$")
 
 
 def random_parameter(name: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
@@ -260,9 +334,9 @@ def random_parameter(name: str, shape: list[int], rng: np.random.Generator) -> n
     non-zero biases, LayerNorm scales away from 1."""
     if name.endswith("_layer_norm_scale"):
         values = rng.uniform(0.5, 1.5, shape)
-    elif name.endswith(("_layer_norm_bias", ".b_0")):
+    elif name.endswith(("_layer_norm_bias", ".b_0")) or HEAD_BIAS.search(name):
         values = rng.normal(0.0, 0.2, shape)
-    elif name.endswith(".w_0"):
+    elif name.endswith(".w_0") or HEAD_WEIGHT.search(name):
         values = rng.normal(0.0, shape[0] ** -0.5, shape)
     else:  # embedding tables
         values = rng.normal(0.0, 1.0, shape)
@@ -323,8 +397,11 @@ def official_feeds(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def run_reference(config: dict, feature_size: int, output_dir: Path, seed: int = 0) -> None:
-    """Build the graph, fill it with random weights, save them, run it on random inputs, write the files."""
+def run_reference(
+    config: dict, feature_size: int, output_dir: Path, seed: int = 0, heads: bool = False
+) -> None:
+    """Build the graph (with ``heads``, every task's head on it too), fill it with random weights, save them,
+    run it on random inputs, write the files."""
     rng = np.random.default_rng(seed)
     inputs = random_inputs(config, feature_size, rng)
     feeds = official_feeds(inputs)
@@ -337,6 +414,7 @@ def run_reference(config: dict, feature_size: int, output_dir: Path, seed: int =
             for name, value in feeds.items()
         }
         outputs = build_ernie_vil(placeholders, config)
+        head_graphs = build_heads(outputs, len(TEXT_LENGTHS)) if heads else {}
     executor = paddle.static.Executor(paddle.CPUPlace())
     executor.run(startup)
 
@@ -345,7 +423,13 @@ def run_reference(config: dict, feature_size: int, output_dir: Path, seed: int =
     for parameter in sorted(parameters, key=lambda p: p.name):
         value = random_parameter(parameter.name, list(parameter.shape), rng)
         scope.var(parameter.name).get_tensor().set(value, paddle.CPUPlace())
-    paddle.static.save_vars(executor, str(output_dir / "params"), main, vars=parameters)
+    head_names = {name for _, names in head_graphs.values() for name in names}
+    encoder = [p for p in parameters if p.name not in head_names]
+    paddle.static.save_vars(executor, str(output_dir / "params"), main, vars=encoder)
+    for task, (head_outputs, names) in head_graphs.items():
+        head = [p for p in parameters if p.name in names]
+        paddle.static.save_vars(executor, str(output_dir / f"params_{task}"), main, vars=encoder + head)
+        outputs.update(head_outputs)
 
     names = list(outputs)
     fetched = executor.run(main, feed=feeds, fetch_list=[outputs[n] for n in names])
@@ -362,9 +446,10 @@ def main() -> None:
     parser.add_argument("--feature-size", type=int, default=2048, help="region feature width")
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", action="store_true", help="build and save the fine-tuning heads too")
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
-    run_reference(json.loads(args.config.read_text()), args.feature_size, args.output, args.seed)
+    run_reference(json.loads(args.config.read_text()), args.feature_size, args.output, args.seed, args.heads)
 
 
 if __name__ == "__main__":

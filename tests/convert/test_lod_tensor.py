@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import pickle
+
 import numpy as np
 import pytest
+import torch
 
 from ernievil_ds.convert.lod_tensor import read_lod_tensor, read_variables
-from tests.convert.lod_tensor_writer import lod_tensor_bytes, write_lod_tensor
+from tests.convert.lod_tensor_writer import BFLOAT16, lod_tensor_bytes, write_lod_tensor
 
 
 def test_an_8x16_float32_weight_is_538_bytes_and_reads_back(tmp_path):
@@ -23,6 +27,14 @@ def test_an_8x16_float32_weight_is_538_bytes_and_reads_back(tmp_path):
 def test_dtypes_and_ranks_read_back(tmp_path, dtype, shape):
     array = (np.random.default_rng(1).standard_normal(shape) * 10).astype(dtype)
     np.testing.assert_array_equal(read_lod_tensor(write_lod_tensor(tmp_path / "v", array)), array)
+
+
+def test_a_bfloat16_tensor_reads_as_its_float_value(tmp_path):
+    values = (torch.randn(3, 5, generator=torch.Generator().manual_seed(2)) * 100).to(torch.bfloat16)
+    bits = values.view(torch.int16).numpy()
+    read = read_lod_tensor(write_lod_tensor(tmp_path / "fc.w_0", bits, data_type=BFLOAT16))
+    assert read.dtype == np.float32 and read.shape == (3, 5)
+    np.testing.assert_array_equal(read, values.float().numpy())
 
 
 def test_packed_dims_and_lod_levels_are_understood(tmp_path):
@@ -80,3 +92,28 @@ def test_read_variables_names_each_array_by_its_file(tmp_path):
     write_lod_tensor(tmp_path / "b_layer_norm_scale", np.ones(3, np.float32))
     variables = read_variables(tmp_path)
     assert {name: v.shape for name, v in variables.items()} == {"a.w_0": (2, 3), "b_layer_norm_scale": (3,)}
+
+
+class _WouldWriteAMarker:
+    """Unpickling this runs ``open(path, "w")``: a stray pickle that must never be unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_files_that_are_not_tensors_are_skipped_with_one_line_naming_them(tmp_path, caplog):
+    write_lod_tensor(tmp_path / "a.w_0", np.zeros((2, 3), np.float32))
+    (tmp_path / "README").write_text("# ERNIE-ViL base\nParameters of the pretrained model.\n")
+    (tmp_path / "model.pdparams").write_bytes(
+        pickle.dumps({"a.w_0": _WouldWriteAMarker(tmp_path / "marker")})
+    )
+    (tmp_path / ".DS_Store").write_bytes(bytes(64))
+    with caplog.at_level(logging.WARNING, logger="ernievil_ds.convert.lod_tensor"):
+        variables = read_variables(tmp_path)
+    assert list(variables) == ["a.w_0"]
+    assert not (tmp_path / "marker").exists()
+    assert len(caplog.records) == 1
+    assert "['.DS_Store', 'README', 'model.pdparams']" in caplog.records[0].getMessage()

@@ -7,9 +7,8 @@ converter's bookkeeping; that the table matches the official graph is ``test_pad
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import logging
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +18,61 @@ import torch
 import ernievil_ds  # noqa: F401  (registers the Auto classes)
 from ernievil_ds import ErnieVilConfig, ErnieVilModel
 from ernievil_ds.cli import build_parser
+from ernievil_ds.convert.lod_tensor import read_lod_tensor
 from ernievil_ds.convert.paddle_checkpoint import (
+    TASK_HEADS,
     config_kwargs_from_official,
     convert_paddle_checkpoint,
+    expected_parameter_shapes,
     load_official_vocab,
+    model_class,
     parameter_mappings,
 )
 from tests.convert.lod_tensor_writer import write_lod_tensor
 from tests.convert.official_release import SMALL_FEATURE_SIZE, SMALL_OFFICIAL_CONFIG, write_vocab
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def official_shapes(official: dict, feature_size: int) -> dict[str, tuple[int, ...]]:
-    """The shape of every official variable, from the shapes of the project's parameters."""
+def official_shapes(official: dict, feature_size: int, task: str | None = None) -> dict[str, tuple[int, ...]]:
+    """The shape of every official variable (of ``task``'s checkpoint: the encoder and the head), from the
+    shapes of the project's parameters; VQA has ``len(ANSWERS)`` classes."""
     kwargs = config_kwargs_from_official(official, feature_size, 5, pad_token_id=0)
-    config = ErnieVilConfig(**kwargs)
-    with torch.device("meta"):
-        shapes = {name: tuple(t.shape) for name, t in ErnieVilModel(config).state_dict().items()}
-    mappings = parameter_mappings(config.num_hidden_layers, config.v_num_hidden_layers, config.num_co_layers)
+    config = ErnieVilConfig(**kwargs, num_labels=len(ANSWERS))
+    shapes = expected_parameter_shapes(config, task)
+    mappings = parameter_mappings(
+        config.num_hidden_layers, config.v_num_hidden_layers, config.num_co_layers, task=task
+    )
     return {
         name: shapes[m.project][::-1] if m.transpose else shapes[m.project] for name, m in mappings.items()
     }
 
 
+#: The answers of the VQA checkpoints written here.
+ANSWERS = ["no", "yes", "2"]
+
+
+def write_release(folder: Path, task: str | None = None) -> dict[str, Path]:
+    """A release-shaped folder of the small model (with ``task``'s head): params/ with random weights, the
+    config and vocab.txt."""
+    rng = np.random.default_rng(0)
+    params = folder / "params"
+    params.mkdir()
+    for name, shape in official_shapes(SMALL_OFFICIAL_CONFIG, SMALL_FEATURE_SIZE, task).items():
+        write_lod_tensor(params / name, rng.standard_normal(shape).astype(np.float32))
+    config = folder / "ernie_vil.small.json"
+    config.write_text(json.dumps(SMALL_OFFICIAL_CONFIG))
+    vocab = write_vocab(folder / "vocab.txt", SMALL_OFFICIAL_CONFIG["vocab_size"], ["hello", "world", "cafe"])
+    return {"params": params, "config": config, "vocab": vocab, "output": folder / "hf_model"}
+
+
 @pytest.fixture
 def release(tmp_path) -> dict[str, Path]:
-    """A release-shaped folder of the small model: params/ with random weights, the config and vocab.txt."""
-    rng = np.random.default_rng(0)
-    params = tmp_path / "params"
-    params.mkdir()
-    for name, shape in official_shapes(SMALL_OFFICIAL_CONFIG, SMALL_FEATURE_SIZE).items():
-        write_lod_tensor(params / name, rng.standard_normal(shape).astype(np.float32))
-    config = tmp_path / "ernie_vil.small.json"
-    config.write_text(json.dumps(SMALL_OFFICIAL_CONFIG))
-    vocab = write_vocab(
-        tmp_path / "vocab.txt", SMALL_OFFICIAL_CONFIG["vocab_size"], ["hello", "world", "cafe"]
+    return write_release(tmp_path)
+
+
+def convert(release: dict[str, Path], **options) -> Path:
+    return convert_paddle_checkpoint(
+        release["params"], release["config"], release["vocab"], release["output"], **options
     )
-    return {"params": params, "config": config, "vocab": vocab, "output": tmp_path / "hf_model"}
 
 
 def test_config_follows_the_official_graph_not_its_unused_keys():
@@ -150,8 +166,6 @@ def test_conversion_transposes_fc_weights_and_loads_through_automodel(release):
     assert type(model).__name__ == "ErnieVilModel"
     assert model.config.layer_norm_eps == 1e-5 and model.config.v_feature_size == SMALL_FEATURE_SIZE
 
-    from ernievil_ds.convert.lod_tensor import read_lod_tensor
-
     def official(name):
         return torch.from_numpy(read_lod_tensor(release["params"] / name))
 
@@ -189,12 +203,67 @@ def test_left_over_variables_are_listed_unless_allowed(release):
     write_lod_tensor(
         release["params"] / "encoder_layer_0_ffn_fc_0.w_0_moment1_0", np.zeros((48, 192), np.float32)
     )
-    with pytest.raises(ValueError, match=r"does not use: \['vqa_fc_0\.w_0'\].*--allow-unused"):
+    with pytest.raises(
+        ValueError, match=r"does not use: \['vqa_fc_0\.w_0'\] \(pass the --task .*--allow-unused"
+    ):
         convert_paddle_checkpoint(release["params"], release["config"], release["vocab"], release["output"])
     convert_paddle_checkpoint(
         release["params"], release["config"], release["vocab"], release["output"], allow_unused=True
     )
     assert (release["output"] / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("task", sorted(TASK_HEADS))
+def test_each_task_converts_its_head_into_the_task_model(tmp_path, task):
+    release = write_release(tmp_path, task)
+    if task == "vqa":
+        (tmp_path / "trainval_label2ans.pkl").write_bytes(pickle.dumps(ANSWERS, protocol=0))
+    model, info = model_class(task).from_pretrained(convert(release, task=task), output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert model.config.architectures == [TASK_HEADS[task].model_class]
+    state = model.state_dict()
+    for weight, bias, module in TASK_HEADS[task].fcs:
+        official_weight = torch.from_numpy(read_lod_tensor(release["params"] / weight))
+        torch.testing.assert_close(state[f"{module}.weight"], official_weight.T, rtol=0, atol=0)
+        official_bias = torch.from_numpy(read_lod_tensor(release["params"] / bias))
+        torch.testing.assert_close(state[f"{module}.bias"], official_bias, rtol=0, atol=0)
+    official_pooler = torch.from_numpy(read_lod_tensor(release["params"] / "pooled_fc_image.w_0"))
+    torch.testing.assert_close(state["ernievil.image_pooler.weight"], official_pooler.T, rtol=0, atol=0)
+
+
+def test_vqa_answers_come_from_the_official_file_beside_params_or_answers(tmp_path):
+    release = write_release(tmp_path, "vqa")
+    with pytest.raises(FileNotFoundError, match=r"trainval_label2ans\.pkl: pass --answers"):
+        convert(release, task="vqa")
+    (tmp_path / "trainval_label2ans.pkl").write_bytes(pickle.dumps(ANSWERS, protocol=0))
+    config = json.loads((convert(release, task="vqa") / "config.json").read_text())
+    assert config["id2label"] == {"0": "no", "1": "yes", "2": "2"}
+    assert config["label2id"] == {"no": 0, "yes": 1, "2": 2}
+    four = tmp_path / "four.pkl"
+    four.write_bytes(pickle.dumps([*ANSWERS, "maybe"]))
+    with pytest.raises(ValueError, match=r"four\.pkl lists 4 answers, but .*vqa_fc_w_1 scores 3 classes"):
+        convert(release, task="vqa", answers_path=four)
+    with pytest.raises(ValueError, match=r"go with task 'vqa', not 'vcr'"):
+        convert(release, task="vcr", answers_path=four)
+
+
+def test_training_state_is_skipped_and_listed_in_one_line(tmp_path, caplog):
+    release = write_release(tmp_path, "retrieval")
+    training_state = {
+        "scheduled_learning_rate": np.array([1e-4], np.float32),
+        "@LR_DECAY_COUNTER@": np.array([1200], np.int64),
+        "learning_rate_0": np.array([1e-4], np.float32),
+        "match_fc.w_0_moment1_0": np.zeros((36, 1), np.float32),
+        "match_fc.w_0_beta2_pow_acc_0": np.ones(1, np.float32),
+        "mean_0.tmp_0": np.ones(1, np.float32),
+        "tmp_3": np.ones(1, np.float32),
+    }
+    for name, value in training_state.items():
+        write_lod_tensor(release["params"] / name, value)
+    with caplog.at_level(logging.INFO, logger="ernievil_ds.convert.paddle_checkpoint"):
+        convert(release, task="retrieval")
+    lines = [r.getMessage() for r in caplog.records if "training-state" in r.getMessage()]
+    assert lines == [f"Skipped 7 training-state variables: {sorted(training_state)}"]
 
 
 def test_a_shape_that_does_not_fit_names_the_file(release):
@@ -242,15 +311,12 @@ def test_the_tokenizer_lower_cases_and_strips_accents(release):
     assert encoded == [2, 5, 6, 3]  # [CLS] hello world [SEP]
 
 
-def test_cli_help_says_heads_are_not_converted():
-    help_text = build_parser()._subparsers._group_actions[0].choices["convert-paddle"].format_help()
-    assert "heads" in help_text and "not" in help_text and "--task" in help_text
-    result = subprocess.run(
-        [sys.executable, "-m", "ernievil_ds.cli", "convert-paddle", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-    )
-    assert "fine-tuning heads" in result.stdout
+def test_cli_help_documents_each_task_head():
+    # The command itself runs as ``python -m ernievil_ds.cli convert-paddle`` in test_paddle_equivalence.
+    convert = build_parser()._subparsers._group_actions[0].choices["convert-paddle"]
+    task = next(action for action in convert._actions if action.dest == "task")
+    assert set(task.choices) == set(TASK_HEADS)
+    help_text = convert.format_help()
+    for head in TASK_HEADS.values():
+        assert head.model_class in help_text
+    assert "--answers" in help_text and "trainval_label2ans.pkl" in help_text
