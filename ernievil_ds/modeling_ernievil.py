@@ -697,14 +697,9 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
             output_hidden_states: also return the text stream's state after every step.
             output_attentions: also return every co-layer's attention weights, both directions.
         """
+        given_img = {"img_features": img_features, "img_locations": img_locations}
         self._validate_inputs(
-            input_ids,
-            region_features,
-            region_locations,
-            region_boxes,
-            image_sizes,
-            img_features,
-            img_locations,
+            input_ids, region_features, region_locations, region_boxes, image_sizes, **given_img
         )
         batch, num_regions = region_features.shape[:2]
         if attention_mask is None:
@@ -718,12 +713,7 @@ class ErnieVilModel(ErnieVilPreTrainedModel):
 
         text = self.text_embeddings(input_ids, token_type_ids)  # (B, T, Ct)
         image, locations = self.embed_image(
-            region_features,
-            region_locations.float(),
-            region_mask,
-            masked_regions,
-            img_features,
-            img_locations,
+            region_features, region_locations.float(), region_mask, masked_regions, **given_img
         )
         image_keep = torch.cat([region_mask.new_ones(batch, 1), region_mask], dim=1)  # (B, R) with [IMG]
         text_mask = additive_attention_mask(attention_mask, text.dtype)  # (B, 1, 1, T)
