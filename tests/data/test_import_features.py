@@ -168,7 +168,7 @@ def _check_refused(report, hostile_call, source):
     """One record refused and reported like a malformed one, naming the file and the global."""
     assert (report.rows, report.malformed) == (2, 1)
     assert report.first_malformed == [
-        f"102: {source}: refused to unpickle {hostile_call.global_name} (feature files may hold only numpy "
+        f"102: {source}: refused to unpickle {hostile_call.global_name} (this file may hold only numpy "
         "arrays, numpy scalars and Python builtins)"
     ]
 
