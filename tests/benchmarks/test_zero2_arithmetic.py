@@ -3,25 +3,20 @@ by hand."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from ernievil_ds import ErnieVilConfig
 from ernievil_ds.modeling_ernievil import training_flops_per_sample
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "zero2_arithmetic.py"
 
 
 @pytest.fixture(scope="module")
 def arithmetic():
-    spec = importlib.util.spec_from_file_location("zero2_arithmetic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "zero2_arithmetic")
 
 
 def test_the_encoder_parts_add_up_to_the_models_flop_count(arithmetic):

@@ -3,17 +3,16 @@ runs it reuses, resumes or starts, with the child process and the fine-tuning lo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 
 from ernievil_ds.finetuning.arguments import SYNTH_QA_RECIPE
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "experiments" / "sgp_transfer.py"
@@ -21,11 +20,7 @@ SCRIPT = REPO / "experiments" / "sgp_transfer.py"
 
 @pytest.fixture(scope="module")
 def sgp_transfer():
-    spec = importlib.util.spec_from_file_location("sgp_transfer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "sgp_transfer")
 
 
 def row(arm: str, colour: float, relation: float, seed: int = 0) -> dict:

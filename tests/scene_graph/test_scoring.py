@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from ernievil_ds.scene_graph import normalize, score_graphs
 from ernievil_ds.scene_graph.scoring import graph_names, graph_tuples
+from tests.scripts import load_script
 
 
 @pytest.mark.parametrize(
@@ -60,9 +59,7 @@ def test_lengths_must_agree():
 
 
 def test_same_numbers_as_the_shared_scoring_script(dev_set, dev_predictions, scorer_script):
-    spec = importlib.util.spec_from_file_location("score_scene_graphs", scorer_script)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(scorer_script, "score_scene_graphs")
     by_caption = {example["caption"]: graph_names(graph) for example, graph in zip(dev_set, dev_predictions)}
     reference = script.score(dev_set, by_caption.__getitem__)
     ours = score_graphs(dev_predictions, dev_set).to_dict()
