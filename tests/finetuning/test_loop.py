@@ -23,6 +23,7 @@ from ernievil_ds.finetuning.loop import FinetuningRun, finetune
 from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES
 from ernievil_ds.runs import FINETUNING, read_metrics, read_settings
 from tests.finetuning.official_files import regions, vqa_row, write_lines
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -137,6 +138,7 @@ def launch_two_processes(tmp_path: Path, *flags: str) -> subprocess.CompletedPro
     command = [
         *(sys.executable, "-m", "accelerate.commands.launch"),
         *("--config_file", str(REPO / "accelerate_configs" / "cpu_2proc.yaml")),
+        *("--main_process_port", str(free_port())),
         str(REPO / "launchers" / "finetune.py"),
         *flags,
     ]

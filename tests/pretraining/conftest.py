@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "pretrain_worker.py"
 
@@ -34,7 +36,7 @@ def pretrain_command(
         "deepspeed.launcher.runner",
         *launcher_args,
         "--master_port",
-        str(29500 + os.getpid() % 1000),
+        str(free_port()),
         str(WORKER),
         "--deepspeed",
         str(REPO / "ds_configs" / config),

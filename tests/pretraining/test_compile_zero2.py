@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.ports import free_port
 from tests.pretraining.conftest import REPO
 
 
@@ -18,7 +19,7 @@ def test_a_zero2_step_of_the_compiled_engine_equals_the_uncompiled_one():
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "MASTER_PORT": str(29600 + os.getpid() % 300),
+        "MASTER_PORT": str(free_port()),
         "OMP_NUM_THREADS": "1",
     }
     worker = REPO / "tests" / "pretraining" / "compile_step_worker.py"
