@@ -132,8 +132,9 @@ def ensure_pretrained(arm: str, seed: int, root: Path, run: Runner = run_child) 
 
 
 def pretrain_all(root: Path, seeds: Sequence[int], run: Runner) -> dict[tuple[str, int], Path]:
-    """Every arm's model for every seed: (arm, seed) -> its ``hf_model/``, with a progress line each."""
-    jobs = [(arm, seed) for arm in PRETRAIN_ARMS for seed in seeds]
+    """Every arm's model for every seed: (arm, seed) -> its ``hf_model/``, with a progress line each. Seed by
+    seed, both arms each, so that a run stopped early leaves the arms with equally many models."""
+    jobs = [(arm, seed) for seed in seeds for arm in PRETRAIN_ARMS]
     models = {}
     for i, (arm, seed) in enumerate(jobs, 1):
         start = time.perf_counter()
@@ -189,16 +190,16 @@ def plan_finetunes(
     finetune_seeds: Sequence[int],
 ) -> list[FinetuneJob]:
     """The runs of every arm: K x M each of ``sgp`` and ``no_sgp`` (K pretraining, M fine-tuning seeds),
-    M of ``minilm_only`` and M of ``question_only`` (on the first SGP model)."""
+    M of ``minilm_only`` and M of ``question_only`` (on the first SGP model). Fine-tuning seed by seed, every
+    arm each, so that a run stopped early has compared the arms on the same seeds."""
     first = pretrain_seeds[0]
-    jobs = [
-        FinetuneJob(arm, p, f, models[arm, p])
-        for arm in PRETRAIN_ARMS
-        for p in pretrain_seeds
-        for f in finetune_seeds
-    ]
-    jobs += [FinetuneJob("minilm_only", None, f, minilm_model) for f in finetune_seeds]
-    jobs += [FinetuneJob("question_only", first, f, models["sgp", first]) for f in finetune_seeds]
+    jobs = []
+    for f in finetune_seeds:
+        jobs += [FinetuneJob(arm, p, f, models[arm, p]) for p in pretrain_seeds for arm in PRETRAIN_ARMS]
+        jobs += [
+            FinetuneJob("minilm_only", None, f, minilm_model),
+            FinetuneJob("question_only", first, f, models["sgp", first]),
+        ]
     return jobs
 
 

@@ -215,9 +215,8 @@ def test_the_command_runs_every_stage_then_reuses_everything(sgp_transfer, tmp_p
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * 2 * 2 + 2 + 2
     printed = capsys.readouterr().out
-    assert (
-        "[pretrain 4/4] no_sgp seed 4: start" in printed and "[finetune 12/12] question_only-p3-f1" in printed
-    )
+    assert "[pretrain 3/4] sgp seed 4: start" in printed and "[pretrain 4/4] no_sgp seed 4: start" in printed
+    assert "[finetune 5/12] minilm_only-f0" in printed and "[finetune 12/12] question_only-p3-f1" in printed
     assert re.search(r"Wall time: pretraining \d+ s, MiniLM-only model \d+ s, fine-tuning \d+ s", printed)
 
     def refuse(*args):
