@@ -34,6 +34,7 @@ from bench_loader import detector_sized_copy
 from machine import NOT_MEASURED, device_name, peak_tflops, print_table
 
 from ernievil_ds.data import build_synth_scenes, load_tokenizer
+from ernievil_ds.distributed import free_port
 from ernievil_ds.pretraining.ds_config import load_ds_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +70,8 @@ def run_one(
     attn, compiled = row
     config_file, run_dir, log = work / "ds_config.json", work / "run", work / "log.txt"
     config_file.write_text(json.dumps(config))
-    command = ["deepspeed", "--num_gpus", str(args.num_gpus), str(ROOT / "launchers" / "pretrain.py")]
+    command = ["deepspeed", "--num_gpus", str(args.num_gpus), "--master_port", str(free_port())]
+    command += [str(ROOT / "launchers" / "pretrain.py")]
     command += ["--deepspeed", str(config_file), "--preset", args.preset, "--attn-implementation", attn]
     command += ["--masked-token-loss", "triton" if attn == "triton" else "torch"]
     command += ["--compile"] if compiled else []

@@ -1,4 +1,5 @@
-"""Rank and world discovery in one place, and a logger that speaks on rank 0 only.
+"""Rank and world discovery in one place, a logger that speaks on rank 0 only, and a free port for a
+launcher's rendezvous.
 
 Launchers (``deepspeed``, ``torchrun``, ``accelerate launch``) all export RANK / LOCAL_RANK /
 WORLD_SIZE; a plain ``python`` run has none of them and is rank 0 of a world of 1.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import torch.distributed as dist
@@ -22,6 +24,14 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def free_port() -> int:
+    """A TCP port the operating system has just reported free on localhost: for a launcher started by a
+    script or a test, so that it does not collide with another job on the default port (29500)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def dist_info() -> DistInfo:

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from ernievil_ds.configuration_ernievil import ErnieVilConfig
+from ernievil_ds.distributed import free_port
 from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.arguments import FinetuneSettings
@@ -23,7 +24,6 @@ from ernievil_ds.finetuning.loop import FinetuningRun, finetune
 from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES
 from ernievil_ds.runs import FINETUNING, read_metrics, read_settings
 from tests.finetuning.official_files import regions, vqa_row, write_lines
-from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.ports import free_port
+from ernievil_ds.distributed import free_port
 from tests.pretraining.conftest import REPO
 
 
