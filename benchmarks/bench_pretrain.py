@@ -70,7 +70,9 @@ def run_one(
     attn, compiled = row
     config_file, run_dir, log = work / "ds_config.json", work / "run", work / "log.txt"
     config_file.write_text(json.dumps(config))
-    command = ["deepspeed", "--num_gpus", str(args.num_gpus), "--master_port", str(free_port())]
+    # This interpreter's launcher (``deepspeed`` on PATH may be another environment's), on a free port.
+    command = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(args.num_gpus)]
+    command += ["--master_port", str(free_port())]
     command += [str(ROOT / "launchers" / "pretrain.py")]
     command += ["--deepspeed", str(config_file), "--preset", args.preset, "--attn-implementation", attn]
     command += ["--masked-token-loss", "triton" if attn == "triton" else "torch"]
