@@ -28,15 +28,17 @@ def pretrain_command(
     launcher_args: tuple[str, ...] = ("--num_gpus", "2"),
     config: str = "cpu_fp32.json",
     preset: str = "tiny",
+    master_port: int | None = None,
 ) -> list[str]:
-    """`deepspeed LAUNCHER_ARGS pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
+    """`deepspeed LAUNCHER_ARGS pretrain_worker.py ...` on the tiny preset and a small SynthScenes, with
+    the rendezvous on ``master_port`` (default: a free port; the launchers of one world share theirs)."""
     return [
         sys.executable,
         "-m",
         "deepspeed.launcher.runner",
         *launcher_args,
         "--master_port",
-        str(free_port()),
+        str(master_port or free_port()),
         str(WORKER),
         "--deepspeed",
         str(REPO / "ds_configs" / config),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ernievil_ds.distributed import free_port
 from tests.pretraining.conftest import REPO, check_launch, pretrain_command, pretrain_env
 from tests.pretraining.test_pretrain_deepspeed import PAPER_LOSSES
 
@@ -24,12 +25,12 @@ def run_two_nodes(output_dir: Path, cache: Path, logs: Path, *extra: str) -> lis
     both. Returns each node's output (stdout and stderr)."""
     hostfile = logs / "hostfile"
     hostfile.write_text(HOSTFILE)
-    processes, outputs = [], []
+    processes, outputs, port = [], [], free_port()
     try:
         for rank in (0, 1):
             launcher = ("--hostfile", str(hostfile), "--no_ssh", "--node_rank", str(rank))
             command = pretrain_command(
-                output_dir, *extra, launcher_args=(*launcher, "--master_addr", "127.0.0.1")
+                output_dir, *extra, launcher_args=(*launcher, "--master_addr", "127.0.0.1"), master_port=port
             )
             log = (logs / f"node{rank}.log").open("w")
             processes.append(
