@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ernievil_ds.errors import UserError, require_output_dir
-from ernievil_ds.finetuning.tasks import TASKS
+from ernievil_ds.finetuning.tasks import TASKS, VQA_LOSS_PROBLEM_TYPES
 
 DEFAULT_BATCH_SIZE = 32  # the micro-batch per process without --batch-size or --global-batch-size
 
@@ -56,6 +56,7 @@ class FinetuneSettings:
     weight_decay: float = 0.01
     head_lr_scale: float = 1.0
     max_grad_norm: float = 1.0
+    vqa_loss: str | None = None  # "sigmoid" or "softmax" (VQA tasks); None: the model's, else sigmoid
     gradient_accumulation_steps: int = 1
     mixed_precision: str | None = None  # None: what ``accelerate launch`` or its config says
     seed: int = 0
@@ -172,6 +173,12 @@ def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--head-lr-scale", type=float, help="the head's lr multiple (VQA: 2.5)")
     parser.add_argument("--max-grad-norm", type=float)
+    parser.add_argument(
+        "--vqa-loss",
+        choices=tuple(VQA_LOSS_PROBLEM_TYPES),
+        help="vqa and synth_qa: a sigmoid per answer (the paper's) or one softmax over the answers "
+        "(default: what the model was fine-tuned with, else sigmoid)",
+    )
     parser.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
     parser.add_argument("--seed", type=int)
 

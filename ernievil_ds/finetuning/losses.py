@@ -31,6 +31,22 @@ def vqa_loss(logits: torch.Tensor, soft_scores: torch.Tensor) -> torch.Tensor:
     return per_answer.sum(-1).mean()
 
 
+def vqa_softmax_loss(logits: torch.Tensor, soft_scores: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy against the VQA soft scores made a distribution per question, averaged over
+    the batch; a question that scores no answer of the vocabulary adds zero.
+
+    One softmax over the answers makes them compete: raising the right answer lowers every other. The
+    per-answer sigmoids of [`vqa_loss`] learn each answer on its own, and on some pretrained models leave a
+    question type at its prior (``docs/design-notes.md``, "Why a softmax loss for synth_qa?").
+
+    Args:
+        logits: (B, A) answer scores; soft_scores: (B, A) each answer's VQA accuracy in [0, 1].
+    """
+    soft_scores = at_least_float32(soft_scores)
+    targets = soft_scores / soft_scores.sum(-1, keepdim=True).clamp(min=torch.finfo(soft_scores.dtype).tiny)
+    return F.cross_entropy(at_least_float32(logits), targets)
+
+
 def multiple_choice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """VCR's training loss: an independent sigmoid cross-entropy per choice (1 for the right one), averaged
     over all B * C choices.
@@ -124,4 +140,5 @@ __all__ = [
     "retrieval_loss",
     "soft_iou_targets",
     "vqa_loss",
+    "vqa_softmax_loss",
 ]

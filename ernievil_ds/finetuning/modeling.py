@@ -26,12 +26,20 @@ from ernievil_ds.finetuning.losses import (
     referring_expression_loss,
     retrieval_loss,
     vqa_loss,
+    vqa_softmax_loss,
 )
 from ernievil_ds.modeling_ernievil import ErnieVilModelOutput, ErnieVilPreTrainedModel
 
 #: Width of the VQA classifier's hidden layer and its dropout (the official ``vqa_classifier_loss``).
 VQA_CLASSIFIER_HIDDEN = 2048
 VQA_CLASSIFIER_DROPOUT = 0.5
+#: The VQA loss of each ``config.problem_type``: per-answer sigmoids (the paper's, and the default when the
+#: config names none) or one softmax over the answers.
+VQA_LOSSES = {
+    None: vqa_loss,
+    "multi_label_classification": vqa_loss,
+    "single_label_classification": vqa_softmax_loss,
+}
 #: VCR's two tasks, each with its own choice scorer.
 VCR_TASKS = ("q2a", "qa2r")
 #: The ``from_pretrained`` arguments that say where the config is, passed on to ``AutoConfig``.
@@ -95,10 +103,15 @@ def flatten_groups(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.T
 class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
     """VQA: the fused vector h_CLS * h_IMG -> dropout (``fused_vector_dropout``) -> Linear(Co, 2048) + ReLU
     -> dropout 0.5 -> Linear(2048, num_answers). The answers are ``config.id2label`` (``config.num_labels``
-    of them)."""
+    of them); ``config.problem_type`` picks the loss (``VQA_LOSSES``), so a saved model trains on with the
+    loss it was fine-tuned with."""
 
     def __init__(self, config: ErnieVilConfig):
         super().__init__(config)
+        if config.problem_type not in VQA_LOSSES:
+            raise ValueError(
+                f"a VQA model's problem_type is one of {tuple(VQA_LOSSES)}, not {config.problem_type!r}"
+            )
         self.fused_dropout = fused_vector_dropout(config)
         self.classifier = nn.Sequential(
             nn.Linear(config.co_hidden_size, VQA_CLASSIFIER_HIDDEN),
@@ -119,14 +132,16 @@ class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
         input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`): `[CLS] question [SEP]`.
         region_features (`torch.FloatTensor` of shape `(batch_size, num_regions, v_feature_size)`).
         labels (`torch.FloatTensor` of shape `(batch_size, num_answers)`): each answer's VQA soft score;
-            the loss is [`vqa_loss`].
+            the loss is [`vqa_loss`] or, for `problem_type="single_label_classification"`,
+            [`vqa_softmax_loss`].
 
         Returns logits of shape `(batch_size, num_answers)`.
         """
         pooled = self.encode(input_ids, region_features, **encoder_inputs).pooled_output  # (B, Co)
         logits = self.classifier(self.fused_dropout(pooled))  # (B, A)
         return ErnieVilFineTuningOutput(
-            loss=None if labels is None else vqa_loss(logits, labels), logits=logits
+            loss=None if labels is None else VQA_LOSSES[self.config.problem_type](logits, labels),
+            logits=logits,
         )
 
 

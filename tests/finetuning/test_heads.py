@@ -13,7 +13,7 @@ from ernievil_ds.finetuning import (
     ErnieVilForReferringExpressions,
     ErnieVilForVisualQuestionAnswering,
 )
-from ernievil_ds.finetuning.losses import referring_expression_loss
+from ernievil_ds.finetuning.losses import referring_expression_loss, vqa_loss, vqa_softmax_loss
 
 
 def with_group_axis(inputs: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
@@ -31,6 +31,34 @@ def test_vqa_head_shapes_and_loss(config, pair_inputs):
     assert outputs.loss.shape == () and torch.isfinite(outputs.loss)
     outputs.loss.backward()
     assert model.ernievil.text_embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("problem_type", "loss"),
+    [
+        (None, vqa_loss),
+        ("multi_label_classification", vqa_loss),
+        ("single_label_classification", vqa_softmax_loss),
+    ],
+)
+def test_the_vqa_loss_follows_the_configs_problem_type_through_save_and_load(
+    tiny_config, pair_inputs, tmp_path, problem_type, loss
+):
+    tiny_config.id2label = {i: f"answer {i}" for i in range(4)}
+    tiny_config.problem_type = problem_type
+    labels = torch.tensor([[1.0, 0, 0, 0], [0, 0.3, 0.6, 0], [0, 0, 0, 1.0]])
+    ErnieVilForVisualQuestionAnswering(tiny_config).save_pretrained(tmp_path)
+    reloaded = ErnieVilForVisualQuestionAnswering.from_pretrained(tmp_path).eval()
+    assert reloaded.config.problem_type == problem_type
+    outputs = reloaded(**pair_inputs(tiny_config), labels=labels)
+    torch.testing.assert_close(outputs.loss, loss(outputs.logits, labels))
+
+
+def test_a_vqa_model_refuses_a_problem_type_without_a_vqa_loss(tiny_config):
+    tiny_config.id2label = {0: "yes", 1: "no"}
+    tiny_config.problem_type = "regression"
+    with pytest.raises(ValueError, match="problem_type"):
+        ErnieVilForVisualQuestionAnswering(tiny_config)
 
 
 def test_multiple_choice_scores_each_choice_as_its_own_pair(config, pair_inputs):

@@ -93,6 +93,7 @@ def test_resume_continues_exactly(tmp_path, first_steps):
         ({"learning_rate": float("nan")}, "--learning-rate must be a positive number"),
         ({"train_images": 1, "batch_size": 8}, "fewer than one batch of 8"),  # at most 4 questions a scene
         ({"preset": None}, "exactly one of --model"),
+        ({"task": "vcr", "vqa_loss": "softmax"}, "--vqa-loss applies to the VQA tasks"),
     ],
 )
 def test_bad_settings_are_user_errors(tmp_path, overrides, message):
@@ -205,3 +206,19 @@ def test_a_saved_model_trains_in_training_mode(tmp_path):
         run.close()
     assert modes[: 2 * run.settings.gradient_accumulation_steps] == [True] * 4  # the training forwards
     assert modes[-1] is False  # the final evaluation
+
+
+def test_vqa_loss_sets_the_problem_type_and_a_saved_model_keeps_its_own_without_it(tmp_path):
+    """``--vqa-loss`` writes the loss into the model's config (``problem_type``, saved with it); without the
+    flag a saved model trains on with the loss its config names."""
+    labels = {"id2label": dict(enumerate(ANSWERS)), "label2id": {a: i for i, a in enumerate(ANSWERS)}}
+    config = ErnieVilConfig.from_preset("tiny", problem_type="single_label_classification", **labels)
+    ErnieVilForVisualQuestionAnswering(config).save_pretrained(tmp_path / "saved")
+    problem_types = []
+    for vqa_loss in (None, "sigmoid"):
+        run = FinetuningRun(
+            tiny_settings(tmp_path / str(vqa_loss), model=tmp_path / "saved", preset=None, vqa_loss=vqa_loss)
+        )
+        problem_types.append(run.accelerator.unwrap_model(run.model).config.problem_type)
+        run.close()
+    assert problem_types == ["single_label_classification", "multi_label_classification"]

@@ -14,6 +14,7 @@ from ernievil_ds.finetuning.losses import (
     retrieval_loss,
     soft_iou_targets,
     vqa_loss,
+    vqa_softmax_loss,
 )
 
 
@@ -27,6 +28,18 @@ def test_vqa_loss_sums_over_answers_and_averages_over_questions():
     scores = [[1.0, 0.3, 0.0], [0.0, 0.6, 0.9]]
     expected = sum(sum(bce(x, y) for x, y in zip(row, t)) for row, t in zip(logits, scores)) / 2
     assert vqa_loss(torch.tensor(logits), torch.tensor(scores)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_vqa_softmax_loss_is_the_cross_entropy_against_the_scores_made_a_distribution():
+    """Row 0 scores two answers (targets 1/1.3 and 0.3/1.3); row 1 scores none and adds zero to the mean."""
+    logits = [[0.5, -1.0, 2.0], [0.0, 3.0, -0.5]]
+    scores = [[1.0, 0.3, 0.0], [0.0, 0.0, 0.0]]
+    log_z = math.log(sum(math.exp(x) for x in logits[0]))
+    expected = -((1.0 / 1.3) * (0.5 - log_z) + (0.3 / 1.3) * (-1.0 - log_z)) / 2
+    result = vqa_softmax_loss(
+        torch.tensor(logits, dtype=torch.float64), torch.tensor(scores, dtype=torch.float64)
+    )
+    assert result.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_multiple_choice_loss_is_a_sigmoid_per_choice():

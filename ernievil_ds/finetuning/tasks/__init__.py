@@ -9,7 +9,12 @@ from ernievil_ds.finetuning.tasks.base import METADATA_PREFIX, DownstreamTask
 from ernievil_ds.finetuning.tasks.refcoco import ReferringExpressionsTask
 from ernievil_ds.finetuning.tasks.retrieval import ImageTextRetrievalTask
 from ernievil_ds.finetuning.tasks.vcr import VisualCommonsenseReasoningTask
-from ernievil_ds.finetuning.tasks.vqa import OfficialVqaTask, SynthQaTask, VisualQuestionAnsweringTask
+from ernievil_ds.finetuning.tasks.vqa import (
+    VQA_LOSS_PROBLEM_TYPES,
+    OfficialVqaTask,
+    SynthQaTask,
+    VisualQuestionAnsweringTask,
+)
 
 if TYPE_CHECKING:
     from ernievil_ds.finetuning.arguments import FinetuneSettings
@@ -26,16 +31,24 @@ TASKS = tuple(TASK_CLASSES)
 
 
 def build_task(settings: FinetuneSettings) -> DownstreamTask:
-    """The task that ``settings.task`` names."""
+    """The task that ``settings.task`` names.
+
+    Raises:
+        UserError: an unknown task, or ``--vqa-loss`` for a task that is not VQA.
+    """
     if settings.task not in TASK_CLASSES:
         raise UserError(f"unknown task {settings.task!r}; expected one of {TASKS}")
-    return TASK_CLASSES[settings.task](settings)
+    task_class = TASK_CLASSES[settings.task]
+    if settings.vqa_loss is not None and not issubclass(task_class, VisualQuestionAnsweringTask):
+        raise UserError(f"--vqa-loss applies to the VQA tasks (vqa, synth_qa), not to {settings.task!r}")
+    return task_class(settings)
 
 
 __all__ = [
     "METADATA_PREFIX",
     "TASKS",
     "TASK_CLASSES",
+    "VQA_LOSS_PROBLEM_TYPES",
     "DownstreamTask",
     "ImageTextRetrievalTask",
     "OfficialVqaTask",

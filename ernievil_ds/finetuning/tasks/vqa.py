@@ -14,6 +14,12 @@ from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, sample_examples
 from ernievil_ds.finetuning.tasks.base import DownstreamTask
 
+#: ``--vqa-loss`` -> the ``problem_type`` that makes the VQA model train with that loss (``VQA_LOSSES``).
+VQA_LOSS_PROBLEM_TYPES = {
+    "sigmoid": "multi_label_classification",
+    "softmax": "single_label_classification",
+}
+
 
 class VisualQuestionAnsweringTask(DownstreamTask):
     """A VQA task over a fixed answer vocabulary. Batches carry ``labels`` (B, A), each answer's soft score,
@@ -24,10 +30,14 @@ class VisualQuestionAnsweringTask(DownstreamTask):
     question_types: tuple[str, ...] = ()
 
     def config_updates(self) -> dict:
-        return {
+        """The answers, and the loss's ``problem_type`` when ``--vqa-loss`` names one."""
+        updates = {
             "id2label": dict(enumerate(self.answers)),
             "label2id": {answer: i for i, answer in enumerate(self.answers)},
         }
+        if self.settings.vqa_loss is not None:
+            updates["problem_type"] = VQA_LOSS_PROBLEM_TYPES[self.settings.vqa_loss]
+        return updates
 
     def eval_step(self, model, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
         logits = model(**self.model_inputs(batch, dtype)).logits  # (B, A)
@@ -85,4 +95,4 @@ class SynthQaTask(VisualQuestionAnsweringTask):
         return collate_questions(examples)
 
 
-__all__ = ["OfficialVqaTask", "SynthQaTask", "VisualQuestionAnsweringTask"]
+__all__ = ["VQA_LOSS_PROBLEM_TYPES", "OfficialVqaTask", "SynthQaTask", "VisualQuestionAnsweringTask"]
