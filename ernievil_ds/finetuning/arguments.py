@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ernievil_ds.errors import UserError, require_output_dir
+from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES
 from ernievil_ds.finetuning.tasks import TASKS, VQA_LOSS_PROBLEM_TYPES
 
 DEFAULT_BATCH_SIZE = 32  # the micro-batch per process without --batch-size or --global-batch-size
@@ -66,6 +67,7 @@ class FinetuneSettings:
     resume: bool = False
     train_images: int = 2000
     eval_images: int = 200
+    train_question_types: tuple[str, ...] | None = None  # synth_qa: train on these types only; None: all
     zero_image_features: bool = False  # the question-only baseline
     tokenizer: str | None = None  # None: the offline BERT uncased WordPiece vocabulary
     push_to_hub: str | None = None  # publish hf_model/ as this Hub repository at the end
@@ -117,6 +119,12 @@ def decay_steps_argument(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated step numbers, got {text!r}") from error
 
 
+def question_types_argument(text: str) -> tuple[str, ...]:
+    """``--train-question-types``: comma-separated synth_qa question types (e.g. colour,count); the task
+    checks the names (``build_task``)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def layer_decay_table_argument(text: str) -> tuple[int, int]:
     """``--layer-decay-table``: the official script's ``text_init_layers,n_layers`` (e.g. 18,30)."""
     try:
@@ -141,6 +149,13 @@ def _add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", type=Path, required=True)
     parser.add_argument("--train-images", type=int, help="synth_qa scenes to train on")
     parser.add_argument("--eval-images", type=int, help="synth_qa scenes to evaluate on")
+    parser.add_argument(
+        "--train-question-types",
+        type=question_types_argument,
+        metavar="TYPE,...",
+        help=f"synth_qa: train on these question types only (of {','.join(QUESTION_TYPES)}); the "
+        "evaluation still asks every type",
+    )
     parser.add_argument("--zero-image-features", action="store_true", help="question-only baseline")
     parser.add_argument("--tokenizer", help="tokenizer path (default: offline BERT uncased)")
 

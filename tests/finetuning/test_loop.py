@@ -94,6 +94,8 @@ def test_resume_continues_exactly(tmp_path, first_steps):
         ({"train_images": 1, "batch_size": 8}, "fewer than one batch of 8"),  # at most 4 questions a scene
         ({"preset": None}, "exactly one of --model"),
         ({"task": "vcr", "vqa_loss": "softmax"}, "--vqa-loss applies to the VQA tasks"),
+        ({"task": "vcr", "train_question_types": ("count",)}, "--train-question-types applies to synth_qa"),
+        ({"train_question_types": ("count", "colours")}, r"takes some of .* got \['colours'\]"),
     ],
 )
 def test_bad_settings_are_user_errors(tmp_path, overrides, message):

@@ -29,6 +29,14 @@ def test_the_synth_qa_recipe_replaces_the_defaults_and_a_flag_given_replaces_the
     assert (both.steps, both.head_lr_scale, both.warmup_steps) == (50, 2.0, 20)
 
 
+def test_train_question_types_are_comma_separated(tmp_path):
+    assert parse(tmp_path).train_question_types is None
+    assert parse(tmp_path, "--train-question-types", "count, colour").train_question_types == (
+        "count",
+        "colour",
+    )
+
+
 def test_an_unknown_recipe_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(tmp_path, "--recipe", "vqa_demo")

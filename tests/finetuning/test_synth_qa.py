@@ -98,3 +98,24 @@ def test_synth_qa_count_answers_are_balanced():
     answers = [ANSWERS[int(e["labels"].argmax())] for e in examples if QUESTION_TYPES[e["kind"]] == "count"]
     assert sorted(set(answers)) == list(COUNTS)
     assert len(answers) == len(COUNTS) * answers.count("2") > 0
+
+
+def test_train_question_types_keep_those_training_questions_and_every_evaluation_question(tmp_path):
+    """The kept questions are the whole run's questions of those types, drawn from the same scenes."""
+    from ernievil_ds.finetuning.arguments import FinetuneSettings
+    from ernievil_ds.finetuning.tasks import build_task
+
+    def split(**overrides):
+        settings = FinetuneSettings(
+            task="synth_qa", output_dir=tmp_path, preset="tiny", train_images=30, eval_images=10, **overrides
+        )
+        return build_task(settings).datasets()
+
+    (all_train, all_eval), (train, evaluation) = split(), split(train_question_types=("count", "colour"))
+    kept = [e for e in all_train if QUESTION_TYPES[e["kind"]] in ("count", "colour")]
+    assert len(train) == len(kept) and len(train) < len(all_train)
+    for example, expected in zip(train, kept):
+        np.testing.assert_array_equal(example["input_ids"], expected["input_ids"])
+        np.testing.assert_array_equal(example["labels"], expected["labels"])
+    assert {QUESTION_TYPES[e["kind"]] for e in evaluation} == set(QUESTION_TYPES)
+    assert len(evaluation) == len(all_eval)

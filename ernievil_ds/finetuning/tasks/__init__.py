@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ernievil_ds.errors import UserError
+from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES
 from ernievil_ds.finetuning.tasks.base import METADATA_PREFIX, DownstreamTask
 from ernievil_ds.finetuning.tasks.refcoco import ReferringExpressionsTask
 from ernievil_ds.finetuning.tasks.retrieval import ImageTextRetrievalTask
@@ -34,13 +35,20 @@ def build_task(settings: FinetuneSettings) -> DownstreamTask:
     """The task that ``settings.task`` names.
 
     Raises:
-        UserError: an unknown task, or ``--vqa-loss`` for a task that is not VQA.
+        UserError: an unknown task, ``--vqa-loss`` for a task that is not VQA, or
+            ``--train-question-types`` for another task than synth_qa or naming an unknown type.
     """
     if settings.task not in TASK_CLASSES:
         raise UserError(f"unknown task {settings.task!r}; expected one of {TASKS}")
     task_class = TASK_CLASSES[settings.task]
     if settings.vqa_loss is not None and not issubclass(task_class, VisualQuestionAnsweringTask):
         raise UserError(f"--vqa-loss applies to the VQA tasks (vqa, synth_qa), not to {settings.task!r}")
+    if settings.train_question_types is not None:
+        if task_class is not SynthQaTask:
+            raise UserError(f"--train-question-types applies to synth_qa, not to {settings.task!r}")
+        unknown = sorted(set(settings.train_question_types) - set(QUESTION_TYPES))
+        if unknown or not settings.train_question_types:
+            raise UserError(f"--train-question-types takes some of {QUESTION_TYPES}, got {unknown or 'none'}")
     return task_class(settings)
 
 

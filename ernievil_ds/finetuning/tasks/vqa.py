@@ -77,7 +77,8 @@ class OfficialVqaTask(VisualQuestionAnsweringTask):
 
 class SynthQaTask(VisualQuestionAnsweringTask):
     """``synth_qa``: questions about SynthScenes, generated in memory (``ernievil_ds.finetuning.synth_qa``);
-    the training and evaluation scenes come from different seeds."""
+    the training and evaluation scenes come from different seeds. ``--train-question-types`` keeps the
+    training questions of those types (the same scenes and draws, the others left out)."""
 
     answers = ANSWERS
     question_types = QUESTION_TYPES
@@ -89,6 +90,9 @@ class SynthQaTask(VisualQuestionAnsweringTask):
         tokenizer = load_tokenizer(settings.tokenizer)
         train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
         evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
+        if settings.train_question_types is not None:
+            kinds = {QUESTION_TYPES.index(kind) for kind in settings.train_question_types}
+            train = [example for example in train if example["kind"] in kinds]
         return train, evaluation
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
