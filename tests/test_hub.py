@@ -347,7 +347,14 @@ def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypa
     finetuned = tmp_path / "finetuned"
     finetuned.mkdir()
     (run_dir / "hf_model").rename(finetuned / "hf_model")
-    settings = FinetuneSettings(task="synth_qa", output_dir=finetuned, steps=50, learning_rate=3e-4)
+    settings = FinetuneSettings(
+        task="synth_qa",
+        output_dir=finetuned,
+        steps=50,
+        learning_rate=3e-4,
+        vqa_loss="softmax",
+        train_question_types=("count", "colour"),
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch --num_processes 2
     write_settings(RunFolder(finetuned), FINETUNING, vars(settings), None)
     monkeypatch.delenv("WORLD_SIZE")
@@ -365,8 +372,10 @@ def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypa
     command = re.search(r"```bash\n(.*?)\n```", card, flags=re.DOTALL).group(1)
     assert shlex.split(command.replace("\\\n", " ")) == [
         *("accelerate", "launch", "--num_processes", "2", "launchers/finetune.py"),
-        *("--task", "synth_qa", "--output-dir", str(finetuned), "--steps", "50", "--learning-rate", "0.0003"),
+        *("--task", "synth_qa", "--output-dir", str(finetuned), "--train-question-types", "count,colour"),
+        *("--steps", "50", "--learning-rate", "0.0003", "--vqa-loss", "softmax"),
     ]
+    assert "(colour, relation, yes/no, count; trained on count, colour only)" in card
 
 
 def test_a_vqa_card_names_its_task_its_auto_class_and_its_base_model(tmp_path, saved_run, tiny_config):

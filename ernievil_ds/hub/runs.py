@@ -238,8 +238,12 @@ def finetuning_record(run_dir: Path, settings: RunSettings) -> RunRecord:
     synthetic = task == "synth_qa"
     if synthetic:
         dataset = SYNTHSCENES
+        trained = arguments.get("train_question_types")
+        kinds = "colour, relation, yes/no, count" + (
+            f"; trained on {', '.join(trained)} only" if trained else ""
+        )
         data = (
-            f"questions (colour, relation, yes/no, count) on {arguments['train_images']} training and "
+            f"questions ({kinds}) on {arguments['train_images']} training and "
             f"{arguments['eval_images']} evaluation scenes of {dataset[1]}"
         )
     else:
