@@ -202,7 +202,9 @@ def build_optimizer(
     layer_decay_table: tuple[int, int] | None = None,
     head_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
-    """AdamW over ``finetuning_parameter_groups`` with the official betas and epsilon."""
+    """AdamW over ``finetuning_parameter_groups`` with the official betas and epsilon, fused: one kernel
+    per parameter group, where torch's default on the CPU loops over the parameters with a temporary per
+    operation (1.4x faster fine-tuning steps on the CPU, ``benchmarks/bench_finetune_step.py``)."""
     groups = finetuning_parameter_groups(
         model,
         learning_rate,
@@ -211,7 +213,7 @@ def build_optimizer(
         layer_decay_table=layer_decay_table,
         head_lr_scale=head_lr_scale,
     )
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
 
 
 __all__ = [

@@ -1,6 +1,6 @@
-"""Each kernel and pretraining benchmark runs with ``--smoke`` on the CPU and prints its device line and its
-side-by-side table, every provider present, those only a GPU measures marked as such; the step's
-operator count finds no host sync and no graph break."""
+"""Each kernel, pretraining and fine-tuning benchmark runs with ``--smoke`` on the CPU and prints its device
+line and its side-by-side table, every provider present, those only a GPU measures marked as such; the
+step's operator count finds no host sync and no graph break."""
 
 from __future__ import annotations
 
@@ -80,3 +80,15 @@ def test_the_step_operator_count_smoke_finds_no_host_sync_and_no_graph_break():
     assert cells["preset"] == "tiny" and int(cells["operators: forward + losses"]) > 100
     assert int(cells["per step"]) == int(cells["operators: forward + losses"]) + int(cells["backward"])
     assert (cells["host syncs"], cells["graphs"], cells["breaks"]) == ("0", "1", "0")
+
+
+@pytest.mark.slow
+def test_the_finetuning_step_benchmark_smoke_times_every_adamw_against_the_for_loop():
+    stdout = run_smoke("bench_finetune_step.py")
+    assert stdout.startswith("device: ") and "(smoke)" in stdout.splitlines()[0]
+    header, *rows = table(stdout)
+    cells = [dict(zip(header, row)) for row in rows]
+    assert [c["AdamW"] for c in cells] == ["for-loop", "foreach", "fused"]
+    assert cells[0]["speed-up over for-loop"] == "1.00x"
+    for c in cells:
+        assert float(c["ms/step (median)"]) > 0 and c["speed-up over for-loop"].endswith("x")
