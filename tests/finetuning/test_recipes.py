@@ -23,7 +23,7 @@ def test_the_synth_qa_recipe_replaces_the_defaults_and_a_flag_given_replaces_the
     plain = parse(tmp_path)
     assert (plain.steps, plain.warmup_steps, plain.head_lr_scale) == (300, 30, 1.0)  # the dataclass's
     recipe = parse(tmp_path, "--recipe", "synth_qa")
-    assert (recipe.steps, recipe.batch_size, recipe.learning_rate) == (600, 32, 1e-4)
+    assert (recipe.steps, recipe.batch_size, recipe.learning_rate) == (900, 32, 1e-4)
     assert (recipe.warmup_steps, recipe.head_lr_scale, recipe.vqa_loss) == (20, 30.0, "softmax")
     assert plain.vqa_loss is None  # the model's loss, else the paper's sigmoids
     both = parse(tmp_path, "--steps", "50", "--recipe", "synth_qa", "--head-lr-scale", "2")
