@@ -27,11 +27,28 @@ from machine import cpu_name, print_table
 
 from ernievil_ds.finetuning.arguments import SYNTH_QA_RECIPE, FinetuneSettings
 from ernievil_ds.finetuning.loop import build_loaders
-from ernievil_ds.finetuning.optimization import ADAM_BETAS, ADAM_EPS, finetuning_parameter_groups
+from ernievil_ds.finetuning.optimization import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    build_optimizer,
+    finetuning_parameter_groups,
+)
 from ernievil_ds.finetuning.tasks import build_task
 
-#: Row name -> the keyword that selects the implementation in ``torch.optim.AdamW``.
-IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+#: Baseline row name -> the keyword that selects torch's implementation in ``torch.optim.AdamW``; the
+#: ``fused`` row is ``build_optimizer``'s own.
+BASELINES = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}
+IMPLEMENTATIONS = (*BASELINES, "fused")
+
+
+def adamw(name: str, model: torch.nn.Module, settings: FinetuneSettings) -> torch.optim.AdamW:
+    """The AdamW of row ``name`` over ``model``'s fine-tuning parameter groups, at ``settings``' rates."""
+    if name == "fused":
+        return build_optimizer(model, settings.learning_rate, head_lr_scale=settings.head_lr_scale)
+    groups = finetuning_parameter_groups(model, settings.learning_rate, head_lr_scale=settings.head_lr_scale)
+    return torch.optim.AdamW(
+        groups, lr=settings.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, **BASELINES[name]
+    )
 
 
 def seconds_per_step(model, optimizer, task, batches, steps: int, max_grad_norm: float) -> float:
@@ -54,18 +71,13 @@ def measure(preset: str, rounds: int, steps: int) -> dict[str, list[float]]:
         )
         task = build_task(settings)
         train_loader, _ = build_loaders(task, settings)
+        batches = list(train_loader)  # collated once, replayed by every implementation
         torch.manual_seed(0)
         fresh = task.build_model().train()
     runs = {}
-    for name, implementation in IMPLEMENTATIONS.items():
+    for name in IMPLEMENTATIONS:
         model = copy.deepcopy(fresh)
-        groups = finetuning_parameter_groups(
-            model, settings.learning_rate, head_lr_scale=settings.head_lr_scale
-        )
-        optimizer = torch.optim.AdamW(
-            groups, lr=settings.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, **implementation
-        )
-        runs[name] = (model, optimizer, itertools.cycle(list(train_loader)))
+        runs[name] = (model, adamw(name, model, settings), itertools.cycle(batches))
     figures = {name: [] for name in IMPLEMENTATIONS}
     for round_index in range(rounds + 1):
         for name, (model, optimizer, batches) in runs.items():
