@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-encoder", action="store_true", help="train the poolers and the head only")
     args = parser.parse_args(own)
     settings = parse_finetune_arguments(["--task", "synth_qa", "--recipe", "synth_qa", *launcher])
+    if settings.task != "synth_qa":  # the class below is synth_qa's; another task would get the paper's head
+        parser.error(f"--task {settings.task}: the readouts are built for synth_qa only")
     setup_logging()
     logger.info("readout %s, encoder %s", args.readout, "frozen" if args.freeze_encoder else "trained")
     # The synth_qa task builds its model from this class attribute; this process fine-tunes one model.

@@ -79,3 +79,11 @@ def test_a_frozen_encoder_trains_the_poolers_and_the_head_only(
     }
     assert any(name.startswith("classifier.") for name in trained)
     assert "ernievil.text_embeddings.word_embeddings.weight" in frozen and not frozen & trained
+
+
+def test_another_task_is_refused(vqa_readouts, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        vqa_readouts.main(
+            ["--readout", "concat", "--", "--task", "vqa", "--output-dir", str(tmp_path / "run")]
+        )
+    assert "synth_qa only" in capsys.readouterr().err
