@@ -1,5 +1,5 @@
-"""Rank and world discovery in one place, a logger that speaks on rank 0 only, and a free port for a
-launcher's rendezvous.
+"""Rank and world discovery in one place, a logger that speaks on rank 0 only, a free port for a
+launcher's rendezvous, and the release of DeepSpeed's shared-memory all-reduce buffers.
 
 Launchers (``deepspeed``, ``torchrun``, ``accelerate launch``) all export RANK / LOCAL_RANK /
 WORLD_SIZE; a plain ``python`` run has none of them and is rank 0 of a world of 1.
@@ -11,8 +11,13 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch.distributed as dist
+
+#: Each rank's buffer of DeepSpeed's shared-memory all-reduce (``ops/csrc/cpu/comm/shm.cpp``), which the CPU
+#: accelerator uses when every rank is on one machine: the ``shm_open`` name, a file of 69 MB of RAM.
+SHM_ALLREDUCE_BUFFER = "/dev/shm/deepspeed_allreduce_buffer_{uid}_{addr}_{port}_{rank}"
 
 
 @dataclass(frozen=True)
@@ -71,3 +76,27 @@ def barrier() -> None:
     """Wait for every process of the job; nothing to wait for outside a distributed run."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def release_shm_allreduce_buffer() -> None:
+    """Collective, after ``deepspeed.init_distributed``: remove the name of this rank's shared-memory
+    all-reduce buffer, which DeepSpeed never removes (every CPU run would leave world_size x 69 MB of RAM in
+    /dev/shm, killed or not).
+
+    ``init_distributed`` maps every rank's buffer before it returns, so after a barrier no rank opens one by
+    name again; the mappings, and the memory, last until the processes exit. Outside the CPU accelerator
+    there is no such buffer and nothing to wait for.
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    barrier()
+    environment = os.environ
+    buffer = SHM_ALLREDUCE_BUFFER.format(
+        uid=os.getuid(),
+        addr=environment.get("MASTER_ADDR", ""),
+        port=environment.get("MASTER_PORT", ""),
+        rank=dist_info().rank,
+    )
+    Path(buffer).unlink(missing_ok=True)

@@ -76,10 +76,16 @@ def _run_pretrain(
     preset: str = "tiny",
     env: dict | None = None,
     check: bool = True,
+    master_port: int | None = None,
 ) -> subprocess.CompletedProcess:
     """`deepspeed --num_gpus N pretrain_worker.py ...` on the tiny preset and a small SynthScenes."""
     command = pretrain_command(
-        output_dir, *extra, launcher_args=("--num_gpus", str(num_procs)), config=config, preset=preset
+        output_dir,
+        *extra,
+        launcher_args=("--num_gpus", str(num_procs)),
+        config=config,
+        preset=preset,
+        master_port=master_port,
     )
     result = subprocess.run(
         command, capture_output=True, text=True, env=pretrain_env(cache, env), cwd=REPO, timeout=600
@@ -95,8 +101,8 @@ def _train_records(output_dir: Path) -> list[dict]:
 
 @pytest.fixture
 def run_pretrain():
-    """``run_pretrain(output_dir, cache, *flags, num_procs=2, config=..., preset="tiny", env=None, check=True)``:
-    the real ``deepspeed`` launcher on a small SynthScenes."""
+    """``run_pretrain(output_dir, cache, *flags, num_procs=2, config=..., preset="tiny", env=None, check=True,
+    master_port=None)``: the real ``deepspeed`` launcher on a small SynthScenes."""
     return _run_pretrain
 
 

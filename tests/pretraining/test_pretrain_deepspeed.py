@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForPreTraining
 
 from ernievil_ds import ErnieVilConfig
+from ernievil_ds.distributed import SHM_ALLREDUCE_BUFFER, free_port
 from ernievil_ds.objectives import GROUNDING_TASK, PRETRAINING_TASKS, loss_name
 
 #: What every record of the paper's model reports; the grounded variant adds the grounding loss.
@@ -96,6 +98,15 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache, r
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0 and "ErnieVilModel" in result.stdout, result.stderr[-2000:]
+
+
+def test_a_run_leaves_no_shared_memory_behind(tmp_path, synth_cache, run_pretrain):
+    """DeepSpeed's CPU all-reduce maps a 69 MB /dev/shm buffer per rank and never removes them; the launcher
+    removes their names once every rank holds them."""
+    port = free_port()
+    run_pretrain(tmp_path / "run", synth_cache, "--max-steps", "1", "--no-export", master_port=port)
+    pattern = SHM_ALLREDUCE_BUFFER.format(uid=os.getuid(), addr="*", port=port, rank="*")
+    assert not glob.glob(pattern)
 
 
 def test_fp16_zero2_two_processes_on_the_grounded_variant(tmp_path, synth_cache, run_pretrain, train_records):
