@@ -18,7 +18,7 @@ from pathlib import Path
 
 import deepspeed
 
-from ernievil_ds.distributed import dist_info, release_shm_allreduce_buffer, setup_logging
+from ernievil_ds.distributed import dist_info, setup_logging
 from ernievil_ds.errors import run_command
 from ernievil_ds.pretraining.arguments import parse_pretrain_arguments
 from ernievil_ds.pretraining.dispatch import compile_engine
@@ -46,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_pretrain_arguments(argv, recipes_dir=RECIPES)
     setup_logging()
     deepspeed.init_distributed()  # NCCL on GPUs, gloo on the CPU accelerator
-    release_shm_allreduce_buffer()
     import_kernels()
     run = PretrainingRun.prepare(args)
     engine, _, _, _ = deepspeed.initialize(

@@ -37,7 +37,7 @@ from ernievil_ds.data import (
 from ernievil_ds.data.schema import IMAGES_DIR, MANIFEST, PAIRS_DIR
 from ernievil_ds.data.storage import load_detector_class_names
 from ernievil_ds.data.transfer import batch_to_device, loader_pins_memory
-from ernievil_ds.distributed import barrier, dist_info, get_logger
+from ernievil_ds.distributed import barrier, dist_info, get_logger, release_shm_allreduce_buffer
 from ernievil_ds.errors import UserError
 from ernievil_ds.modeling_ernievil import ErnieVilForPreTraining, training_flops_per_sample
 from ernievil_ds.pretraining.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -266,13 +266,16 @@ class PretrainingRun:
 
     @classmethod
     def prepare(cls, args: argparse.Namespace) -> PretrainingRun:
-        """Check the DeepSpeed config against the world size, then build tokenizer, data and model.
+        """Collective, after ``deepspeed.init_distributed``: release DeepSpeed's /dev/shm buffer names
+        (``release_shm_allreduce_buffer``), check the DeepSpeed config against the world size, then build
+        tokenizer, data and model.
 
         Raises:
             ValueError: batch sizes that do not fit the world size, an unknown preset, a bad argument, a
                 data split with no pair left once joined with the images, or too few for one batch.
             FileNotFoundError: a missing config file, data directory or checkpoint.
         """
+        release_shm_allreduce_buffer()
         info = dist_info()
         apply_determinism(args)
         if args.max_steps < 1:
