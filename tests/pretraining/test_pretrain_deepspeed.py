@@ -101,7 +101,7 @@ def test_fp32_zero2_two_processes_train_export_and_load(tmp_path, synth_cache, r
 
 
 def test_a_run_leaves_no_shared_memory_behind(tmp_path, synth_cache, run_pretrain):
-    """DeepSpeed's CPU all-reduce maps a 69 MB /dev/shm buffer per rank and never removes them; the launcher
+    """DeepSpeed's CPU all-reduce maps a 69 MB /dev/shm buffer per rank and never removes them; the run
     removes their names once every rank holds them (``PretrainingRun.prepare``)."""
     port = free_port()
     run_pretrain(tmp_path / "run", synth_cache, "--max-steps", "1", "--no-export", master_port=port)
