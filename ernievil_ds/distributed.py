@@ -92,11 +92,10 @@ def release_shm_allreduce_buffer() -> None:
     if get_accelerator().device_name() != "cpu":
         return
     barrier()
-    environment = os.environ
     buffer = SHM_ALLREDUCE_BUFFER.format(
         uid=os.getuid(),
-        addr=environment.get("MASTER_ADDR", ""),
-        port=environment.get("MASTER_PORT", ""),
+        addr=os.environ.get("MASTER_ADDR", ""),
+        port=os.environ.get("MASTER_PORT", ""),
         rank=dist_info().rank,
     )
     Path(buffer).unlink(missing_ok=True)
