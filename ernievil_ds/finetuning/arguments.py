@@ -17,6 +17,7 @@ from pathlib import Path
 from ernievil_ds.errors import UserError, require_output_dir
 from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES
 from ernievil_ds.finetuning.tasks import TASKS, VQA_LOSS_PROBLEM_TYPES
+from ernievil_ds.pretraining.arguments import weights_argument
 
 DEFAULT_BATCH_SIZE = 32  # the micro-batch per process without --batch-size or --global-batch-size
 
@@ -73,6 +74,7 @@ class FinetuneSettings:
     train_images: int = 2000
     eval_images: int = 200
     train_question_types: tuple[str, ...] | None = None  # synth_qa: train on these types only; None: all
+    question_loss_weights: dict[str, float] | None = None  # synth_qa: a type's loss times this; others 1
     zero_image_features: bool = False  # the question-only baseline
     tokenizer: str | None = None  # None: the offline BERT uncased WordPiece vocabulary
     push_to_hub: str | None = None  # publish hf_model/ as this Hub repository at the end
@@ -160,6 +162,13 @@ def _add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TYPE,...",
         help=f"synth_qa: train on these question types only (of {','.join(QUESTION_TYPES)}); the "
         "evaluation still asks every type",
+    )
+    parser.add_argument(
+        "--question-loss-weights",
+        type=weights_argument,
+        metavar="JSON",
+        help="synth_qa: each named question type's loss times its weight (the others 1), "
+        "e.g. '{\"count\": 4}'",
     )
     parser.add_argument("--zero-image-features", action="store_true", help="question-only baseline")
     parser.add_argument("--tokenizer", help="tokenizer path (default: offline BERT uncased)")

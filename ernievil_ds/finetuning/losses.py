@@ -19,32 +19,50 @@ CIRCLE_MARGIN = 0.3
 CIRCLE_SCALE = 32.0
 
 
-def vqa_loss(logits: torch.Tensor, soft_scores: torch.Tensor) -> torch.Tensor:
-    """Sigmoid cross-entropy against the VQA soft scores, summed over answers and averaged over the batch.
+def _question_mean(per_question: torch.Tensor, question_weights: torch.Tensor | None) -> torch.Tensor:
+    """The batch mean of each question's loss times its weight: (B,) and (B,) or None (every weight 1) to a
+    scalar. A weight above 1 gives a question type a larger share of the gradient that the types share
+    (``docs/design-notes.md``, "Why weight count's loss?")."""
+    if question_weights is None:
+        return per_question.mean()
+    return (per_question * question_weights.to(per_question.dtype)).mean()
+
+
+def vqa_loss(
+    logits: torch.Tensor, soft_scores: torch.Tensor, question_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sigmoid cross-entropy against the VQA soft scores, summed over answers and averaged over the batch
+    (each question's sum times its weight, when ``question_weights`` is given).
 
     Args:
-        logits: (B, A) answer scores; soft_scores: (B, A) each answer's VQA accuracy in [0, 1].
+        logits: (B, A) answer scores; soft_scores: (B, A) each answer's VQA accuracy in [0, 1];
+        question_weights: (B,) or None.
     """
     per_answer = F.binary_cross_entropy_with_logits(
         at_least_float32(logits), at_least_float32(soft_scores), reduction="none"
     )  # (B, A)
-    return per_answer.sum(-1).mean()
+    return _question_mean(per_answer.sum(-1), question_weights)
 
 
-def vqa_softmax_loss(logits: torch.Tensor, soft_scores: torch.Tensor) -> torch.Tensor:
+def vqa_softmax_loss(
+    logits: torch.Tensor, soft_scores: torch.Tensor, question_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Softmax cross-entropy against the VQA soft scores made a distribution per question, averaged over
-    the batch; a question that scores no answer of the vocabulary adds zero.
+    the batch (each question's times its weight, when ``question_weights`` is given); a question that
+    scores no answer of the vocabulary adds zero.
 
     One softmax over the answers makes them compete: raising the right answer lowers every other. The
     per-answer sigmoids of [`vqa_loss`] learn each answer on its own, and on some pretrained models leave a
     question type at its prior (``docs/design-notes.md``, "Why a softmax loss for synth_qa?").
 
     Args:
-        logits: (B, A) answer scores; soft_scores: (B, A) each answer's VQA accuracy in [0, 1].
+        logits: (B, A) answer scores; soft_scores: (B, A) each answer's VQA accuracy in [0, 1];
+        question_weights: (B,) or None.
     """
     soft_scores = at_least_float32(soft_scores)
     targets = soft_scores / soft_scores.sum(-1, keepdim=True).clamp(min=torch.finfo(soft_scores.dtype).tiny)
-    return F.cross_entropy(at_least_float32(logits), targets)
+    per_question = F.cross_entropy(at_least_float32(logits), targets, reduction="none")  # (B,)
+    return _question_mean(per_question, question_weights)
 
 
 def multiple_choice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

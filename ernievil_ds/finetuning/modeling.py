@@ -126,6 +126,7 @@ class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
         input_ids: torch.LongTensor,
         region_features: torch.FloatTensor,
         labels: torch.FloatTensor | None = None,
+        question_weights: torch.FloatTensor | None = None,
         **encoder_inputs,
     ) -> ErnieVilFineTuningOutput:
         r"""
@@ -134,15 +135,17 @@ class ErnieVilForVisualQuestionAnswering(ErnieVilForFineTuning):
         labels (`torch.FloatTensor` of shape `(batch_size, num_answers)`): each answer's VQA soft score;
             the loss is [`vqa_loss`] or, for `problem_type="single_label_classification"`,
             [`vqa_softmax_loss`].
+        question_weights (`torch.FloatTensor` of shape `(batch_size,)`, *optional*): each question's
+            weight in the loss's batch mean (1 when not given).
 
         Returns logits of shape `(batch_size, num_answers)`.
         """
         pooled = self.encode(input_ids, region_features, **encoder_inputs).pooled_output  # (B, Co)
         logits = self.classifier(self.fused_dropout(pooled))  # (B, A)
-        return ErnieVilFineTuningOutput(
-            loss=None if labels is None else VQA_LOSSES[self.config.problem_type](logits, labels),
-            logits=logits,
-        )
+        loss = None
+        if labels is not None:
+            loss = VQA_LOSSES[self.config.problem_type](logits, labels, question_weights)
+        return ErnieVilFineTuningOutput(loss=loss, logits=logits)
 
 
 class ErnieVilForMultipleChoice(ErnieVilForFineTuning):

@@ -43,16 +43,18 @@ def node_mask_prob_argument(text: str) -> float | dict[str, float]:
     return value
 
 
-def loss_weights_argument(text: str) -> dict[str, float]:
-    """``--loss-weights``: a JSON object of weights by task (checked against the model's tasks later)."""
+def weights_argument(text: str) -> dict[str, float]:
+    """A JSON object of weights by name: pretraining's ``--loss-weights`` (by task) and fine-tuning's
+    ``--question-loss-weights`` (by synth_qa question type). Names and values are checked where they are
+    used (against the model's tasks, the question types)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(
-            f"expected a JSON object of weights by task, got {text!r}"
+            f"expected a JSON object of weights by name, got {text!r}"
         ) from error
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object of weights by task, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a JSON object of weights by name, got {text!r}")
     return value
 
 
@@ -152,7 +154,7 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "stream they are already good, and ZeRO then neither reduces nor updates the vocabulary matrix",
     )
     add_kernel_arguments(model)
-    model.add_argument("--loss-weights", type=loss_weights_argument, help="JSON, e.g. '{\"itm\": 0.5}'")
+    model.add_argument("--loss-weights", type=weights_argument, help="JSON, e.g. '{\"itm\": 0.5}'")
 
     data = parser.add_argument_group("data")
     data.add_argument(

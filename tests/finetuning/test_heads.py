@@ -52,6 +52,9 @@ def test_the_vqa_loss_follows_the_configs_problem_type_through_save_and_load(
     assert reloaded.config.problem_type == problem_type
     outputs = reloaded(**pair_inputs(tiny_config), labels=labels)
     torch.testing.assert_close(outputs.loss, loss(outputs.logits, labels))
+    weights = torch.tensor([4.0, 1.0, 0.5])
+    weighted = reloaded(**pair_inputs(tiny_config), labels=labels, question_weights=weights)
+    torch.testing.assert_close(weighted.loss, loss(weighted.logits, labels, weights))
 
 
 def test_a_vqa_model_refuses_a_problem_type_without_a_vqa_loss(tiny_config):

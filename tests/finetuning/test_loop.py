@@ -96,6 +96,10 @@ def test_resume_continues_exactly(tmp_path, first_steps):
         ({"task": "vcr", "vqa_loss": "softmax"}, "--vqa-loss applies to the VQA tasks"),
         ({"task": "vcr", "train_question_types": ("count",)}, "--train-question-types applies to synth_qa"),
         ({"train_question_types": ("count", "colours")}, r"takes some of .* got \['colours'\]"),
+        ({"task": "vcr", "question_loss_weights": {"count": 4.0}}, "--question-loss-weights applies to"),
+        ({"question_loss_weights": {"counts": 4.0}}, r"takes some of .* got \[.counts.\]"),
+        ({"question_loss_weights": {"count": 0}}, "the weight of count must be a positive number, got 0"),
+        ({"question_loss_weights": {"count": "4"}}, "the weight of count must be a positive number, got '4'"),
     ],
 )
 def test_bad_settings_are_user_errors(tmp_path, overrides, message):

@@ -30,6 +30,22 @@ def test_vqa_loss_sums_over_answers_and_averages_over_questions():
     assert vqa_loss(torch.tensor(logits), torch.tensor(scores)).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_question_weights_scale_each_questions_loss_in_the_batch_mean():
+    """Weights 3 and 0.5: the mean of 3 x row 0's loss and 0.5 x row 1's, for both VQA losses."""
+    logits = [[0.5, -1.0, 2.0], [0.0, 3.0, -0.5]]
+    scores = [[1.0, 0.0, 0.0], [0.0, 0.6, 0.0]]
+    weights = [3.0, 0.5]
+    sigmoid_rows = [sum(bce(x, y) for x, y in zip(row, t)) for row, t in zip(logits, scores)]
+    softmax_rows = [
+        -(row[t.index(max(t))] - math.log(sum(math.exp(x) for x in row))) for row, t in zip(logits, scores)
+    ]
+    tensors = [torch.tensor(v, dtype=torch.float64) for v in (logits, scores, weights)]
+    for loss, rows in ((vqa_loss, sigmoid_rows), (vqa_softmax_loss, softmax_rows)):
+        expected = sum(w * r for w, r in zip(weights, rows)) / 2
+        assert loss(*tensors).item() == pytest.approx(expected, rel=1e-12)
+        assert loss(*tensors[:2]).item() == pytest.approx(sum(rows) / 2, rel=1e-12)
+
+
 def test_vqa_softmax_loss_is_the_cross_entropy_against_the_scores_made_a_distribution():
     """Row 0 scores two answers (targets 1/1.3 and 0.3/1.3); row 1 scores none and adds zero to the mean."""
     logits = [[0.5, -1.0, 2.0], [0.0, 3.0, -0.5]]

@@ -38,6 +38,16 @@ def test_train_question_types_are_comma_separated(tmp_path):
     )
 
 
+def test_question_loss_weights_are_a_json_object(tmp_path, capsys):
+    assert parse(tmp_path).question_loss_weights is None
+    weights = parse(tmp_path, "--question-loss-weights", '{"count": 4, "yes_no": 0.5}').question_loss_weights
+    assert weights == {"count": 4, "yes_no": 0.5}
+    for bad in ("count=4", "[4]", "{count: 4}"):
+        with pytest.raises(SystemExit):
+            parse(tmp_path, "--question-loss-weights", bad)
+        assert "expected a JSON object of weights by name" in capsys.readouterr().err
+
+
 def test_an_unknown_recipe_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(tmp_path, "--recipe", "vqa_demo")

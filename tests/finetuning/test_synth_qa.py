@@ -119,3 +119,23 @@ def test_train_question_types_keep_those_training_questions_and_every_evaluation
         np.testing.assert_array_equal(example["labels"], expected["labels"])
     assert {QUESTION_TYPES[e["kind"]] for e in evaluation} == set(QUESTION_TYPES)
     assert len(evaluation) == len(all_eval)
+
+
+def test_question_loss_weights_give_each_question_its_types_weight(tmp_path):
+    """count=4, yes_no=0.5: each collated question's weight is its type's, 1 for the unnamed types."""
+    from ernievil_ds.finetuning.arguments import FinetuneSettings
+    from ernievil_ds.finetuning.tasks import build_task
+
+    def task(**overrides):
+        settings = FinetuneSettings(
+            task="synth_qa", output_dir=tmp_path, preset="tiny", train_images=20, eval_images=4, **overrides
+        )
+        return build_task(settings)
+
+    weighted = task(question_loss_weights={"count": 4.0, "yes_no": 0.5})
+    train, _ = weighted.datasets()
+    batch = weighted.collate(train)
+    expected = [{"count": 4.0, "yes_no": 0.5}.get(QUESTION_TYPES[e["kind"]], 1.0) for e in train]
+    assert batch["question_weights"].tolist() == expected
+    assert {4.0, 0.5, 1.0} <= set(expected)
+    assert "question_weights" not in task().collate(train)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from ernievil_ds.errors import UserError
@@ -36,19 +37,30 @@ def build_task(settings: FinetuneSettings) -> DownstreamTask:
 
     Raises:
         UserError: an unknown task, ``--vqa-loss`` for a task that is not VQA, or
-            ``--train-question-types`` for another task than synth_qa or naming an unknown type.
+            ``--train-question-types`` or ``--question-loss-weights`` for another task than synth_qa or
+            naming an unknown type, or a question type's weight that is not a positive number.
     """
     if settings.task not in TASK_CLASSES:
         raise UserError(f"unknown task {settings.task!r}; expected one of {TASKS}")
     task_class = TASK_CLASSES[settings.task]
     if settings.vqa_loss is not None and not issubclass(task_class, VisualQuestionAnsweringTask):
         raise UserError(f"--vqa-loss applies to the VQA tasks (vqa, synth_qa), not to {settings.task!r}")
-    if settings.train_question_types is not None:
+    for flag, kinds in (
+        ("--train-question-types", settings.train_question_types),
+        ("--question-loss-weights", settings.question_loss_weights),
+    ):
+        if kinds is None:
+            continue
         if task_class is not SynthQaTask:
-            raise UserError(f"--train-question-types applies to synth_qa, not to {settings.task!r}")
-        unknown = sorted(set(settings.train_question_types) - set(QUESTION_TYPES))
-        if unknown or not settings.train_question_types:
-            raise UserError(f"--train-question-types takes some of {QUESTION_TYPES}, got {unknown or 'none'}")
+            raise UserError(f"{flag} applies to synth_qa, not to {settings.task!r}")
+        unknown = sorted(set(kinds) - set(QUESTION_TYPES))
+        if unknown or not kinds:
+            raise UserError(f"{flag} takes some of {QUESTION_TYPES}, got {unknown or 'none'}")
+    for kind, weight in (settings.question_loss_weights or {}).items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            raise UserError(
+                f"--question-loss-weights: the weight of {kind} must be a positive number, got {weight!r}"
+            )
     return task_class(settings)
 
 

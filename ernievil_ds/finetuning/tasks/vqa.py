@@ -78,7 +78,9 @@ class OfficialVqaTask(VisualQuestionAnsweringTask):
 class SynthQaTask(VisualQuestionAnsweringTask):
     """``synth_qa``: questions about SynthScenes, generated in memory (``ernievil_ds.finetuning.synth_qa``);
     the training and evaluation scenes come from different seeds. ``--train-question-types`` keeps the
-    training questions of those types (the same scenes and draws, the others left out)."""
+    training questions of those types (the same scenes and draws, the others left out);
+    ``--question-loss-weights`` gives each batch ``question_weights`` (B,), the weight of each question's
+    type in the loss."""
 
     answers = ANSWERS
     question_types = QUESTION_TYPES
@@ -96,7 +98,12 @@ class SynthQaTask(VisualQuestionAnsweringTask):
         return train, evaluation
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
-        return collate_questions(examples)
+        batch = collate_questions(examples)
+        if self.settings.question_loss_weights is not None:
+            weights = self.settings.question_loss_weights
+            type_weights = torch.tensor([weights.get(kind, 1.0) for kind in QUESTION_TYPES])  # (types,)
+            batch["question_weights"] = type_weights[batch["meta_kinds"]]  # (B,)
+        return batch
 
 
 __all__ = ["VQA_LOSS_PROBLEM_TYPES", "OfficialVqaTask", "SynthQaTask", "VisualQuestionAnsweringTask"]
