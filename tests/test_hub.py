@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from ernievil_ds.cli import main as ernievil_ds
 from ernievil_ds.data import load_tokenizer
 from ernievil_ds.errors import UserError
-from ernievil_ds.finetuning.arguments import FinetuneSettings
+from ernievil_ds.finetuning.arguments import FinetuneSettings, parse_finetune_arguments
 from ernievil_ds.finetuning.loop import main as finetune_main
 from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
 from ernievil_ds.hub.files import collect_model_files
@@ -354,6 +354,7 @@ def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypa
         learning_rate=3e-4,
         vqa_loss="softmax",
         train_question_types=("count", "colour"),
+        question_loss_weights={"count": 4.0},
     )
     monkeypatch.setenv("WORLD_SIZE", "2")  # as under accelerate launch --num_processes 2
     write_settings(RunFolder(finetuned), FINETUNING, vars(settings), None)
@@ -370,11 +371,14 @@ def test_finetuning_card_takes_the_last_evaluation(tmp_path, saved_run, monkeypa
     assert "fine-tuning" in metadata["tags"]
     assert "| metric (step 50) | value |" in card and "| accuracy colour | 0.3750 |" in card
     command = re.search(r"```bash\n(.*?)\n```", card, flags=re.DOTALL).group(1)
-    assert shlex.split(command.replace("\\\n", " ")) == [
+    argv = shlex.split(command.replace("\\\n", " "))
+    assert argv == [
         *("accelerate", "launch", "--num_processes", "2", "launchers/finetune.py"),
         *("--task", "synth_qa", "--output-dir", str(finetuned), "--train-question-types", "count,colour"),
+        *("--question-loss-weights", '{"count": 4.0}'),
         *("--steps", "50", "--learning-rate", "0.0003", "--vqa-loss", "softmax"),
     ]
+    assert parse_finetune_arguments(argv[5:]) == settings  # the card's command trains the same run
     assert "(colour, relation, yes/no, count; trained on count, colour only)" in card
 
 

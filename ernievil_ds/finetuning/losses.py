@@ -22,7 +22,7 @@ CIRCLE_SCALE = 32.0
 def _question_mean(per_question: torch.Tensor, question_weights: torch.Tensor | None) -> torch.Tensor:
     """The batch mean of each question's loss times its weight: (B,) and (B,) or None (every weight 1) to a
     scalar. A weight above 1 gives a question type a larger share of the gradient that the types share
-    (``docs/design-notes.md``, "Why weight count's loss?")."""
+    (``docs/design-notes.md``, "What does weighting count's loss do?")."""
     if question_weights is None:
         return per_question.mean()
     return (per_question * question_weights.to(per_question.dtype)).mean()
