@@ -35,10 +35,8 @@ def type_gradients(
         batch.pop("meta_kinds")
         batch = {name: t.to(model.dtype) if t.is_floating_point() else t for name, t in batch.items()}
         loss = model(**batch).loss
-        grads = torch.autograd.grad(loss, encoder, allow_unused=True)
-        gradients[kind] = torch.cat(
-            [torch.zeros(p.numel()) if g is None else g.flatten() for p, g in zip(encoder, grads)]
-        )
+        grads = torch.autograd.grad(loss, encoder, allow_unused=True, materialize_grads=True)  # unused: zeros
+        gradients[kind] = torch.cat([g.flatten() for g in grads])
     return gradients
 
 
