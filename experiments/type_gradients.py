@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
-from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES, collate_questions, sample_examples
+from ernievil_ds.finetuning.synth_qa import QUESTION_TYPES, collate_questions, split_examples
 
 
 def type_gradients(
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = ErnieVilForVisualQuestionAnswering.from_pretrained(args.model).eval()
     # The seed the synth_qa task draws its training scenes from (SynthQaTask.datasets).
-    examples = sample_examples(args.train_images, args.seed * 2 + 1, load_tokenizer())
+    examples = split_examples("train", args.train_images, args.seed, load_tokenizer())
     print(gradient_table(type_gradients(model, examples, args.questions)))
     return 0
 

@@ -184,6 +184,16 @@ def sample_examples(num_images: int, seed: int, tokenizer) -> list[dict]:
     return examples
 
 
+#: A fine-tuning run's splits: seed ``s`` draws its training scenes with ``2 s + 1`` and its evaluation
+#: scenes with ``2 s + 2``, so no two runs' or splits' scenes share a generator seed.
+SPLIT_SEED_OFFSETS = {"train": 1, "eval": 2}
+
+
+def split_examples(split: str, num_images: int, seed: int, tokenizer) -> list[dict]:
+    """``sample_examples`` of a fine-tuning run's ``split`` ("train" or "eval") for its ``seed``."""
+    return sample_examples(num_images, seed * 2 + SPLIT_SEED_OFFSETS[split], tokenizer)
+
+
 def collate_questions(examples: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
     """Pad a list of examples into the VQA model's inputs plus ``labels`` (B, A) and ``meta_kinds`` (B,)."""
     batch, text_len = len(examples), max(len(e["input_ids"]) for e in examples)
@@ -223,5 +233,6 @@ __all__ = [
     "relation_questions",
     "sample_examples",
     "scene_questions",
+    "split_examples",
     "yes_no_questions",
 ]

@@ -11,7 +11,7 @@ from ernievil_ds.errors import UserError
 from ernievil_ds.finetuning.data import collate_vqa, load_vqa
 from ernievil_ds.finetuning.metrics import vqa_soft_accuracy
 from ernievil_ds.finetuning.modeling import ErnieVilForVisualQuestionAnswering
-from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, sample_examples
+from ernievil_ds.finetuning.synth_qa import ANSWERS, QUESTION_TYPES, collate_questions, split_examples
 from ernievil_ds.finetuning.tasks.base import DownstreamTask
 
 #: ``--vqa-loss`` -> the ``problem_type`` that makes the VQA model train with that loss (``VQA_LOSSES``).
@@ -90,8 +90,8 @@ class SynthQaTask(VisualQuestionAnsweringTask):
 
         settings = self.settings
         tokenizer = load_tokenizer(settings.tokenizer)
-        train = sample_examples(settings.train_images, settings.seed * 2 + 1, tokenizer)
-        evaluation = sample_examples(settings.eval_images, settings.seed * 2 + 2, tokenizer)
+        train = split_examples("train", settings.train_images, settings.seed, tokenizer)
+        evaluation = split_examples("eval", settings.eval_images, settings.seed, tokenizer)
         if settings.train_question_types is not None:
             kinds = {QUESTION_TYPES.index(kind) for kind in settings.train_question_types}
             train = [example for example in train if example["kind"] in kinds]
