@@ -29,10 +29,10 @@ Stages, each timed:
    mean, sd, min, max, n; then the acceptance checks) and ``OUT/summary.png``; the table and the checks are
    printed too.
 
-Time on 2 CPU cores: a ``--deterministic`` demo pretraining takes about 19 minutes (Intel Xeon, one torch
-thread per rank; the README's main job without the flag about 10), a 900-step synth_qa fine-tune in this
-process 4-5 minutes (AMD EPYC). The defaults (6 pretrainings, 3 x 3 x 2 + 3 + 3 = 24 fine-tunes) therefore
-take about 3 h 45 min; ``--pretrain-seeds 0 1 --finetune-seeds 0`` (4 pretrainings, 6 fine-tunes) about
+Time on 2 CPU cores: a ``--deterministic`` demo pretraining takes 17-22 minutes (Intel Xeon and AMD EPYC,
+one torch thread per rank; the README's main job without the flag about 10), a 900-step synth_qa fine-tune in
+this process 4-6 minutes (AMD EPYC). The defaults (6 pretrainings, 3 x 3 x 2 + 3 + 3 = 24 fine-tunes)
+therefore take about 4 hours; ``--pretrain-seeds 0 1 --finetune-seeds 0`` (4 pretrainings, 6 fine-tunes) about
 1 h 45 min. A rerun reuses what finished.
 """
 
