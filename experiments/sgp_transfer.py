@@ -70,6 +70,8 @@ COLUMNS = (*QUESTION_TYPES, "all")  # a table column per question type, and all 
 # margin on average and in every run; SGP's colour is not behind --no-sgp's by more than the tolerance.
 TARGETS = {"colour": 0.95, "relation": 0.85}
 RELATION_MARGIN, COLOUR_TOLERANCE = 0.15, 0.02
+#: At least this share of the SGP runs must meet both TARGETS: 8 of every 9 (all of fewer than 9).
+MEETING_TARGETS = (8, 9)
 
 #: Runs a command line (argv) from the repository root, its output appended to a log file.
 Runner = Callable[[list[str], Path], None]
@@ -326,9 +328,10 @@ def acceptance_checks(rows: Sequence[dict]) -> list[tuple[bool, str]]:
     mean = statistics.fmean
     return [
         (
-            good == len(sgp),
+            good * MEETING_TARGETS[1] >= len(sgp) * MEETING_TARGETS[0],
             f"SGP runs with colour >= {colour} and relation >= {relation}: {good} of {len(sgp)} "
-            f"(colour {good_colour}, relation {good_relation})",
+            f"(colour {good_colour}, relation {good_relation}; at least {MEETING_TARGETS[0]} of every "
+            f"{MEETING_TARGETS[1]} needed)",
         ),
         (
             mean(rel) >= mean(no_rel) + RELATION_MARGIN,
