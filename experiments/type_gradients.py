@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     from ernievil_ds.data import load_tokenizer
 
     model = ErnieVilForVisualQuestionAnswering.from_pretrained(args.model).eval()
-    # The seed the synth_qa task draws its training scenes from (SynthQaTask.datasets).
     examples = split_examples("train", args.train_images, args.seed, load_tokenizer())
     print(gradient_table(type_gradients(model, examples, args.questions)))
     return 0
