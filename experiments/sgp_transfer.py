@@ -32,9 +32,10 @@ Stages, each timed:
 Time on 2 CPU cores, nothing else running (Intel Xeon): a ``--deterministic`` demo pretraining takes 7-8
 minutes (one torch thread per rank), a 900-step synth_qa fine-tune in this process 2.5 minutes; the defaults
 (6 pretrainings, 3 x 3 x 2 + 3 + 3 = 24 fine-tunes) took 1 h 47 min,
-``--pretrain-seeds 0 1 --finetune-seeds 0`` (4 pretrainings, 6 fine-tunes) take about 45 min. On the 2-core machines of the first runs (an AMD EPYC
-shared with other jobs, another Intel Xeon) each stage took 1.5 to 3 times as long (pretraining 17-22 minutes,
-fine-tunes 4-6), the defaults about 4 hours. A rerun reuses what finished.
+``--pretrain-seeds 0 1 --finetune-seeds 0`` (4 pretrainings, 6 fine-tunes) take about 45 min. On the 2-core
+machines of the first runs (an AMD EPYC shared with other jobs, another Intel Xeon) each stage took 1.5 to 3
+times as long (pretraining 17-22 minutes, fine-tunes 4-6), the defaults about 4 hours. A rerun reuses what
+finished.
 """
 
 from __future__ import annotations
